@@ -1,0 +1,26 @@
+"""LookupViT: compressing visual information to a limited number of tokens (Koner et al., ECCV 2024)."""
+
+from .checkpoint import load_model, load_weights, save_model
+from .flops import analytic_flops, measured_flops
+from .models import LookupViT, LookupViTConfig, LookupViTOutput, ViT, ViTConfig, ViTOutput
+from .registry import build_model, create_model, list_models, model_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LookupViT",
+    "LookupViTConfig",
+    "LookupViTOutput",
+    "ViT",
+    "ViTConfig",
+    "ViTOutput",
+    "analytic_flops",
+    "build_model",
+    "create_model",
+    "list_models",
+    "load_model",
+    "load_weights",
+    "measured_flops",
+    "model_config",
+    "save_model",
+]

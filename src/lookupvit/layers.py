@@ -1,0 +1,226 @@
+"""Building blocks shared by LookupViT and the ViT baseline.
+
+Every module here works on flat token sequences of shape (batch, tokens, dim); the spatial
+(or spatio-temporal) grid a sequence came from travels beside it as a tuple of ints.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Grid = tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter-free token-grid resize
+# --------------------------------------------------------------------------------------------
+
+
+def _resize_matrix_1d(size_in: int, size_out: int) -> Tensor:
+    """(size_out, size_in) weights of an antialiased linear (triangle-filter) resize.
+
+    Matches `jax.image.resize(..., "linear", antialias=True)` and torch's
+    `interpolate(mode="bilinear", antialias=True, align_corners=False)`: output sample i sits at
+    input coordinate (i + 0.5) * size_in / size_out - 0.5; when downsampling the triangle is
+    widened by the scale so that every input token contributes (an average, not a sample).
+    """
+    scale = size_out / size_in
+    kernel_scale = min(scale, 1.0)  # widen the filter only when downsampling
+    centers = (torch.arange(size_out, dtype=torch.float64) + 0.5) / scale - 0.5
+    positions = torch.arange(size_in, dtype=torch.float64)
+    distance = (positions[None, :] - centers[:, None]).abs() * kernel_scale
+    weights = (1.0 - distance).clamp(min=0.0)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _resize_matrix_cpu(grid_in: Grid, grid_out: Grid) -> Tensor:
+    matrix = torch.ones(1, 1, dtype=torch.float64)
+    for size_in, size_out in zip(grid_in, grid_out):
+        matrix = torch.kron(matrix, _resize_matrix_1d(size_in, size_out))
+    return matrix
+
+
+@functools.lru_cache(maxsize=256)
+def resize_matrix(grid_in: Grid, grid_out: Grid, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(prod(grid_out), prod(grid_in)) matrix of the separable antialiased linear resize.
+
+    Works for any number of grid dimensions (2-D images, 3-D video). Built once per
+    (grid_in, grid_out, device, dtype) and cached, so resizing a token grid is one GEMM.
+    """
+    if len(grid_in) != len(grid_out):
+        raise ValueError(f"cannot resize a {len(grid_in)}-D grid {grid_in} to a {len(grid_out)}-D grid {grid_out}")
+    return _resize_matrix_cpu(tuple(grid_in), tuple(grid_out)).to(device=device, dtype=dtype)
+
+
+def resize_tokens(tokens: Tensor, grid_in: Grid, grid_out: Grid) -> Tensor:
+    """Resize a flattened token grid (..., prod(grid_in), dim) to (..., prod(grid_out), dim)."""
+    if tuple(grid_in) == tuple(grid_out):
+        return tokens
+    matrix = resize_matrix(tuple(grid_in), tuple(grid_out), tokens.device, tokens.dtype)
+    return torch.matmul(matrix, tokens)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenisation
+# --------------------------------------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches (2-D) or tubelets (3-D) projected to `embed_dim` by one convolution."""
+
+    def __init__(self, patch_size: Grid, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.in_chans = in_chans
+        conv = {2: nn.Conv2d, 3: nn.Conv3d}[len(self.patch_size)]
+        self.proj = conv(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Grid]:
+        """(B, C, *spatial) -> tokens (B, N, D) and the token grid."""
+        features = self.proj(pixels)
+        grid = tuple(features.shape[2:])
+        return features.flatten(2).transpose(1, 2), grid
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+
+
+def _split_heads(x: Tensor, num_heads: int) -> Tensor:
+    batch, tokens, dim = x.shape
+    return x.view(batch, tokens, num_heads, dim // num_heads).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    batch, heads, tokens, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (MHSA) through F.scaled_dot_product_attention."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class BidirectionalCrossAttention(nn.Module):
+    """Multi-Head Bidirectional Cross-attention (MHBC) between compressed and lookup tokens.
+
+    `gather` (l->p): compressed tokens query the lookup tokens and return the per-head
+    post-softmax attention A (B, h, M, N). `infuse` (p->l): lookup tokens receive values projected
+    from the (refined) compressed tokens, mixed by the same A transposed. No second query/key
+    projection and no second softmax: that reuse is what makes the lookup path cost O(N M D).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        # l->p
+        self.query = nn.Linear(dim, dim, bias=qkv_bias)
+        self.key_value = nn.Linear(dim, 2 * dim, bias=qkv_bias)  # one GEMM over the N lookup tokens
+        self.gather_proj = nn.Linear(dim, dim)
+        # p->l
+        self.infuse_value = nn.Linear(dim, dim, bias=qkv_bias)
+        self.infuse_proj = nn.Linear(dim, dim)
+
+    def gather(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor]:
+        """Update for the compressed tokens and the attention A, shape (B, h, M, N)."""
+        q = _split_heads(self.query(compressed), self.num_heads)
+        batch, tokens, dim = lookup.shape
+        kv = self.key_value(lookup).view(batch, tokens, 2, self.num_heads, dim // self.num_heads)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        attention = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+        return self.gather_proj(_merge_heads(attention @ v)), attention
+
+    def infuse(self, compressed: Tensor, attention: Tensor) -> Tensor:
+        """Update for the lookup tokens from compressed tokens through A^T, shape (B, N, D)."""
+        v = _split_heads(self.infuse_value(compressed), self.num_heads)
+        return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ v))
+
+
+# --------------------------------------------------------------------------------------------
+# MLP and stochastic depth
+# --------------------------------------------------------------------------------------------
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch for whole samples, rescaling the survivors."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation: truncated normal (std 0.02) linears and convs, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Stochastic-depth probability growing linearly from 0 at the first block to `rate` at the last."""
+    return [rate * i / max(depth - 1, 1) for i in range(depth)]
+

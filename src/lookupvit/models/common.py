@@ -1,0 +1,81 @@
+"""Configuration and input checks shared by every image model in the package."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def as_grid(value: int | tuple[int, ...] | list[int], name: str = "grid", dims: int = 2) -> tuple[int, ...]:
+    """An int or a sequence of `dims` positive ints as a tuple, or a ValueError/TypeError saying why not."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,) * dims
+    if not isinstance(value, (tuple, list)) or len(value) != dims:
+        raise TypeError(f"{name} must be an int or a sequence of {dims} ints, got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{name} must contain ints, got {value!r}")
+    if min(value) < 1:
+        raise ValueError(f"{name} must be at least 1 in every dimension, got {tuple(value)}")
+    return tuple(value)
+
+
+@dataclass
+class ViTConfig:
+    """Hyper-parameters of the ViT baseline; LookupViTConfig adds the compressed-token settings."""
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.img_size = as_grid(self.img_size, "img_size")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
+        for side in self.img_size:
+            if side % self.patch_size:
+                raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_images(images: object, in_chans: int, patch_size: int) -> None:
+    """Refuse inputs the model would otherwise turn into a deep torch error or silent garbage."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (batch, {in_chans}, height, width), got {type(images).__name__}")
+    if images.ndim != 4:
+        hint = " Add a batch dimension with images.unsqueeze(0)." if images.ndim == 3 else ""
+        raise ValueError(f"images must have shape (batch, {in_chans}, height, width), got shape {tuple(images.shape)}.{hint}")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be floating point, got {images.dtype}; convert with images.float() "
+            "and normalise them the way the model was trained"
+        )
+    channels, height, width = images.shape[1:]
+    if channels != in_chans:
+        hint = " Channels-last input? Use images.permute(0, 3, 1, 2)." if images.shape[-1] == in_chans else ""
+        raise ValueError(f"the model expects {in_chans} input channels, got {channels} (shape {tuple(images.shape)}).{hint}")
+    if height % patch_size or width % patch_size or height == 0 or width == 0:
+        fit = (max(height // patch_size, 1) * patch_size, max(width // patch_size, 1) * patch_size)
+        raise ValueError(
+            f"image size {height}x{width} is not a positive multiple of the patch size {patch_size}; "
+            f"resize or crop to a multiple of {patch_size}, e.g. {fit[0]}x{fit[1]}"
+        )
+
+
+def init_position_embedding(num_tokens: int, dim: int) -> torch.nn.Parameter:
+    return torch.nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(1, num_tokens, dim), std=0.02))

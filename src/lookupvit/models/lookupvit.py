@@ -1,0 +1,150 @@
+"""LookupViT (Koner et al., ECCV 2024): heavy compute on M compressed tokens, light on N lookup tokens.
+
+Read top to bottom: the block, then the model. Shapes: B batch, N lookup tokens, M compressed
+tokens, D width, h heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import BidirectionalCrossAttention, DropPath, Mlp, PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
+from .common import ViTConfig, as_grid, check_images, init_position_embedding
+
+HEAD_CHOICES = ("average", "compressed", "lookup")
+
+
+@dataclass
+class LookupViTConfig(ViTConfig):
+    compressed_grid: tuple[int, int] = (5, 5)  # default grid; any grid can be chosen per call
+    lookup_mlp_ratio: float = 0.5  # lookup-token MLP hidden width D/q with q = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.compressed_grid = as_grid(self.compressed_grid, "compressed_grid")
+
+
+class LookupViTBlock(nn.Module):
+    """MHBC l->p, a ViT block on the compressed tokens, MHBC p->l reusing A, a narrow lookup MLP."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, lookup_mlp_ratio: float, qkv_bias: bool, drop_path: float):
+        super().__init__()
+        self.gather_norm_compressed = nn.LayerNorm(dim, eps=1e-6)
+        self.gather_norm_lookup = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_attn = BidirectionalCrossAttention(dim, num_heads, qkv_bias)
+        self.compressed_block = ViTBlock(dim, num_heads, mlp_ratio, qkv_bias, drop_path)
+        self.infuse_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.lookup_mlp_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.lookup_mlp = Mlp(dim, int(dim * lookup_mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, M, D), (B, N, D) -> updated compressed, updated lookup, attention A (B, h, M, N)."""
+        # Information gathering: compressed tokens look up the high-resolution tokens.
+        gathered, attention = self.cross_attn.gather(self.gather_norm_compressed(compressed), self.gather_norm_lookup(lookup))
+        compressed = compressed + self.drop_path(gathered)
+        # Representation refinement: all the heavy compute, on M tokens only.
+        compressed = self.compressed_block(compressed)
+        # Global context infusion: the refined compressed tokens flow back through A^T.
+        lookup = lookup + self.drop_path(self.cross_attn.infuse(self.infuse_norm(compressed), attention))
+        lookup = lookup + self.drop_path(self.lookup_mlp(self.lookup_mlp_norm(lookup)))
+        return compressed, lookup, attention
+
+
+@dataclass
+class LookupViTOutput:
+    logits: Tensor  # (B, classes): mean of the two heads
+    compressed_logits: Tensor  # (B, classes)
+    lookup_logits: Tensor  # (B, classes)
+    compressed_pooled: Tensor  # (B, D): final-norm, average-pooled compressed tokens
+    lookup_pooled: Tensor  # (B, D)
+    compressed_tokens: Tensor  # (B, M, D) after the final norm
+    lookup_tokens: Tensor  # (B, N, D) after the final norm
+    compressed_grid: tuple[int, int]
+    lookup_grid: tuple[int, int]
+    attention: list[Tensor] = field(default_factory=list)  # per layer (B, h, M, N) when asked for
+
+
+class LookupViT(nn.Module):
+    def __init__(self, config: LookupViTConfig):
+        super().__init__()
+        self.config = config
+        self.compressed_grid = config.compressed_grid
+        self.head_mode = "average"
+        dim = config.embed_dim
+        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, dim)
+        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], dim)
+        self.blocks = nn.ModuleList(
+            LookupViTBlock(dim, config.num_heads, config.mlp_ratio, config.lookup_mlp_ratio, config.qkv_bias, rate)
+            for rate in drop_path_rates(config.drop_path_rate, config.depth)
+        )
+        self.norm_compressed = nn.LayerNorm(dim, eps=1e-6)
+        self.norm_lookup = nn.LayerNorm(dim, eps=1e-6)
+        self.head_compressed = nn.Linear(dim, config.num_classes)
+        self.head_lookup = nn.Linear(dim, config.num_classes)
+        self.apply(init_weights)
+
+    @property
+    def num_features(self) -> int:
+        return self.config.embed_dim
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.config.num_classes = num_classes
+        self.head_compressed = nn.Linear(self.num_features, num_classes)
+        self.head_lookup = nn.Linear(self.num_features, num_classes)
+        self.head_compressed.apply(init_weights)
+        self.head_lookup.apply(init_weights)
+
+    def resolve_grid(self, grid: int | tuple[int, int] | None, lookup_grid: tuple[int, int]) -> tuple[int, int]:
+        """The compressed grid for a call; it must fit inside the lookup grid (it is a downsampled copy)."""
+        compressed_grid = self.compressed_grid if grid is None else as_grid(grid, "grid")
+        if compressed_grid[0] > lookup_grid[0] or compressed_grid[1] > lookup_grid[1]:
+            raise ValueError(
+                f"compressed grid {compressed_grid} is larger than the lookup grid {lookup_grid} of this image size; "
+                f"choose a grid between (1, 1) and {lookup_grid}"
+            )
+        return compressed_grid
+
+    def forward_features(self, images: Tensor, grid: int | tuple[int, int] | None = None, return_attention: bool = False) -> LookupViTOutput:
+        """Everything the model computes for `images` (B, C, H, W) at the compressed `grid`."""
+        check_images(images, self.config.in_chans, self.config.patch_size)
+        lookup, lookup_grid = self.patch_embed(images)
+        lookup = lookup + resize_tokens(self.pos_embed, self.config.patch_grid, lookup_grid)
+        compressed_grid = self.resolve_grid(grid, lookup_grid)
+        compressed = resize_tokens(lookup, lookup_grid, compressed_grid)
+        attention_maps = []
+        for block in self.blocks:
+            compressed, lookup, attention = block(compressed, lookup)
+            if return_attention:
+                attention_maps.append(attention)
+        compressed = self.norm_compressed(compressed)
+        lookup = self.norm_lookup(lookup)
+        compressed_pooled, lookup_pooled = compressed.mean(dim=1), lookup.mean(dim=1)
+        compressed_logits = self.head_compressed(compressed_pooled)
+        lookup_logits = self.head_lookup(lookup_pooled)
+        return LookupViTOutput(
+            logits=(compressed_logits + lookup_logits) / 2,
+            compressed_logits=compressed_logits,
+            lookup_logits=lookup_logits,
+            compressed_pooled=compressed_pooled,
+            lookup_pooled=lookup_pooled,
+            compressed_tokens=compressed,
+            lookup_tokens=lookup,
+            compressed_grid=compressed_grid,
+            lookup_grid=lookup_grid,
+            attention=attention_maps,
+        )
+
+    def forward(self, images: Tensor, grid: int | tuple[int, int] | None = None, head: str | None = None) -> Tensor:
+        """Logits (B, classes) of the chosen head: "average" (default), "compressed" or "lookup"."""
+        head = self.head_mode if head is None else head
+        if head not in HEAD_CHOICES:
+            raise ValueError(f"head must be one of {HEAD_CHOICES}, got {head!r}")
+        output = self.forward_features(images, grid)
+        return {"average": output.logits, "compressed": output.compressed_logits, "lookup": output.lookup_logits}[head]

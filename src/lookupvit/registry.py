@@ -1,0 +1,87 @@
+"""Named variants: `create_model("lookupvit_b16")`, `list_models("vit_*")`.
+
+Names are `{arch}_{size}{patch}`. Widths and depths follow the ViT papers (Ti/S/B/L/H); `nano` and
+`micro` are sized for 28-64 px inputs and default to 1 channel and 10 classes (Fashion-MNIST with
+patch 2 gives the paper's 14x14 lookup grid); override `in_chans`/`num_classes` for other data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+
+from torch import nn
+
+from .models import LookupViT, LookupViTConfig, ViT, ViTConfig
+
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[ViTConfig]]] = {
+    "lookupvit": (LookupViT, LookupViTConfig),
+    "vit": (ViT, ViTConfig),
+}
+
+# size -> (embed_dim, depth, num_heads, default image size, patch sizes)
+SIZES: dict[str, tuple[int, int, int, int, tuple[int, ...]]] = {
+    "nano": (128, 6, 4, 28, (2, 4)),
+    "micro": (192, 8, 6, 32, (2, 4)),
+    "ti": (192, 12, 3, 224, (8, 14, 16, 32)),
+    "s": (384, 12, 6, 224, (8, 14, 16, 32)),
+    "b": (768, 12, 12, 224, (8, 14, 16, 32)),
+    "l": (1024, 24, 16, 224, (8, 14, 16, 32)),
+    "h": (1280, 32, 16, 224, (8, 14, 16, 32)),
+}
+
+
+def _variants() -> dict[str, tuple[str, dict]]:
+    variants = {}
+    for arch in ARCHITECTURES:
+        for size, (dim, depth, heads, img_size, patches) in SIZES.items():
+            for patch in patches:
+                fields = dict(img_size=img_size, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads)
+                if img_size < 224:  # small-image presets default to Fashion-MNIST: 1 channel, 10 classes
+                    fields.update(in_chans=1, num_classes=10)
+                variants[f"{arch}_{size}{patch}"] = (arch, fields)
+    return variants
+
+
+VARIANTS = _variants()
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, e.g. "lookupvit_*"."""
+    return sorted(name for name in VARIANTS if fnmatch.fnmatch(name, pattern))
+
+
+def model_config(name: str, **overrides) -> ViTConfig:
+    """The config a registered name stands for, with keyword overrides applied."""
+    if name not in VARIANTS:
+        close = difflib.get_close_matches(name, VARIANTS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} See lookupvit.list_models() for all names.")
+    arch, fields = VARIANTS[name]
+    config_cls = ARCHITECTURES[arch][1]
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"{name} has no setting(s) {unknown}; valid settings: {sorted(known)}")
+    return config_cls(**{**fields, **overrides})
+
+
+def build_model(config: ViTConfig) -> nn.Module:
+    """The model a config describes (LookupViTConfig -> LookupViT, ViTConfig -> ViT)."""
+    for model_cls, config_cls in ARCHITECTURES.values():
+        if type(config) is config_cls:
+            return model_cls(config)
+    raise TypeError(f"no architecture is registered for config type {type(config).__name__}")
+
+
+def arch_name(config: ViTConfig) -> str:
+    for arch, (_, config_cls) in ARCHITECTURES.items():
+        if type(config) is config_cls:
+            return arch
+    raise TypeError(f"no architecture is registered for config type {type(config).__name__}")
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered variant with freshly initialised weights, e.g. create_model("lookupvit_b16", num_classes=10)."""
+    return build_model(model_config(name, **overrides))
