@@ -73,7 +73,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a .safetensors state dict into `model`, refusing any missing, unexpected or mis-shaped key."""
     path = Path(path)
-    _read_metadata(path)
+    metadata = _read_metadata(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
@@ -92,7 +92,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 problems.append(f"{label}: {shown}")
-        raise ValueError(
-            f"{path} does not match this {type(model).__name__} (another architecture or size?) — " + "; ".join(problems)
-        )
+        holds = f"the file holds a {metadata['arch']} model with config {metadata['config']}; " if "arch" in metadata else ""
+        raise ValueError(f"{path} does not match this {type(model).__name__} (another architecture or size?): {holds}" + "; ".join(problems))
     model.load_state_dict(state)

@@ -1,0 +1,45 @@
+import pytest
+
+from lookupvit import analytic_flops, measured_flops, model_config
+
+# Paper Table 1, GFLOPs at 224 px (FLOPs = 2 x MACs)
+TABLE_1 = {
+    "b16": {"vit": 35.1, 3: 12.9, 5: 16.5, 7: 21.9, 10: 33.6},
+    "l16": {"vit": 123.5, 3: 46.2, 5: 58.8, 7: 77.7, 10: 118.5},
+}
+
+
+def paper_equation_flops(dim, depth, num_lookup, num_compressed=None, patch_in=3 * 16 * 16):
+    """Eq. 5 / eq. 6 per block, times depth, plus the patch embedding; x2 for FLOPs."""
+    if num_compressed is None:
+        block = 2 * num_lookup**2 * dim + 12 * num_lookup * dim**2
+    else:
+        block = (3 * num_lookup * num_compressed + 2 * num_compressed**2) * dim + (4 * num_lookup + 15 * num_compressed) * dim**2
+    return 2 * (depth * block + num_lookup * patch_in * dim)
+
+
+@pytest.mark.parametrize("size", ["b16", "l16"])
+@pytest.mark.parametrize("column", ["vit", 3, 5, 7, 10])
+def test_flops_match_table_1_and_the_paper_equations(size, column):
+    if column == "vit":
+        config, grid, num_compressed = model_config(f"vit_{size}"), None, None
+    else:
+        config, grid, num_compressed = model_config(f"lookupvit_{size}"), column, column * column
+    analytic = analytic_flops(config, grid=grid)
+    measured = measured_flops(config, grid=grid)
+    assert abs(measured - analytic) / analytic < 0.01
+    paper = TABLE_1[size][column] * 1e9
+    assert abs(analytic - paper) / paper < 0.04
+    assert abs(measured - paper) / paper < 0.04
+    # the block terms are eq. 5/6 exactly; what remains is heads and resize, well under 1 %
+    equation = paper_equation_flops(config.embed_dim, config.depth, 196, num_compressed)
+    assert 0 <= analytic - equation < 0.01 * equation
+
+
+def test_flops_at_other_sizes_and_grids_stay_consistent():
+    config = model_config("lookupvit_b16", img_size=384)
+    for image_size, grid in [(384, (3, 3)), (384, (4, 9)), (384, (24, 24)), (224, 5), ((160, 320), (5, 7))]:
+        analytic = analytic_flops(config, image_size=image_size, grid=grid)
+        assert abs(measured_flops(config, image_size=image_size, grid=grid) - analytic) / analytic < 0.01
+    vit_384 = analytic_flops(model_config("vit_b16", img_size=384))
+    assert vit_384 / analytic_flops(config, grid=5) > 2.8  # the paper's "over 3x at 384"
