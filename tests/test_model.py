@@ -12,8 +12,21 @@ def test_every_parameter_gets_a_gradient(small_model):
     output = small_model.forward_features(images, grid=4)
     loss = output.compressed_logits.logsumexp(-1).sum() + output.lookup_logits.logsumexp(-1).sum()
     loss.backward()
-    no_grad = [name for name, p in small_model.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
-    assert no_grad == []
+    assert [name for name, p in small_model.named_parameters() if p.grad is None] == []  # DDP-safe: all in the graph
+    # and every parameter is actually trained, except the key halves of the biases: softmax is shift
+    # invariant, so a key bias has an exactly-zero gradient in exact arithmetic (in any transformer)
+    dim = small_model.config.embed_dim
+    dead = []
+    for name, param in small_model.named_parameters():
+        grad = param.grad
+        if name.endswith("key_value.bias"):
+            assert grad[:dim].abs().max() < 1e-4 * grad[dim:].abs().max()
+            grad = grad[dim:]
+        elif name.endswith("attn.qkv.bias"):
+            grad = torch.cat([grad[:dim], grad[2 * dim :]])
+        if grad.abs().max() == 0:
+            dead.append(name)
+    assert dead == []
 
 
 @pytest.mark.parametrize("grid", [(1, 1), (2, 2), (3, 3), (5, 5), (7, 7), (10, 10), (14, 14), (3, 9), (14, 1)])

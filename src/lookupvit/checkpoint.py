@@ -33,15 +33,17 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
-def save_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write weights and config to one .safetensors file (atomically)."""
+def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] | None = None) -> None:
+    """Write weights and config (plus optional string metadata, e.g. class names) to one .safetensors file, atomically."""
     config = model.config
-    metadata = {"format": FORMAT, "arch": arch_name(config), "config": json.dumps(config.to_dict())}
+    metadata = {**(extra or {}), "format": FORMAT, "arch": arch_name(config), "config": json.dumps(config.to_dict())}
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata in a model file's header (config, and e.g. class names written by training)."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:
@@ -54,7 +56,7 @@ def _read_metadata(path: Path) -> dict[str, str]:
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Re-create a model saved by `save_model` from the file alone."""
     path = Path(path)
-    metadata = _read_metadata(path)
+    metadata = read_metadata(path)
     if metadata.get("format") != FORMAT or metadata.get("arch") not in ARCHITECTURES:
         raise ValueError(
             f"{path} is a safetensors file but not a lookupvit model file (no lookupvit config in its header); "
@@ -73,7 +75,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a .safetensors state dict into `model`, refusing any missing, unexpected or mis-shaped key."""
     path = Path(path)
-    metadata = _read_metadata(path)
+    metadata = read_metadata(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
 import torch
 
 from . import benchmark
 from .flops import analytic_flops, measured_flops
-from .models import LookupViTConfig
+from .models import LookupViT, LookupViTConfig
 from .registry import list_models, model_config
 from .runtime import parse_dtype, pick_device
 
@@ -93,6 +96,86 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(benchmark.format_row(row), flush=True)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .report import write_report
+    from .train import train
+
+    config = load_config(args.config, args.set)
+    run = train(config)
+    if args.report and int(os.environ.get("RANK", "0")) == 0:
+        print(f"report: {write_report(run, pick_device(config.device))}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(f"report: {write_report(args.run, pick_device(args.device))}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .data import load_fashion_mnist, load_image_folder
+    from .evaluate import evaluate, format_table
+    from .report import load_trained
+    from .visualize import plot_accuracy_vs_flops
+
+    device = pick_device(args.device)
+    model, normalization, classes = load_trained(args.model, device)
+    if args.data == "fashion-mnist":
+        dataset = load_fashion_mnist("test", args.data_root)
+    else:
+        dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
+    grids = args.grid or [None]
+    rows = evaluate(model, dataset.subset(args.limit), normalization, grids, args.batch_size, device)
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.plot:
+        plot_accuracy_vs_flops(rows, args.plot, f"{Path(args.model).name} on {args.data}")
+
+
+def _load_image(path: str, model, normalization) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if model.config.in_chans == 1 else "RGB").resize(model.config.img_size[::-1], Image.BILINEAR)
+            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no image at {path}") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read {path} as an image: {error}") from None
+    height, width = model.config.img_size
+    return pixels.view(height, width, model.config.in_chans).permute(2, 0, 1)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .report import load_trained
+
+    device = pick_device(args.device)
+    model, normalization, classes = load_trained(args.model, device)
+    pixels = _load_image(args.image, model, normalization)
+    with torch.no_grad():
+        kwargs = {"grid": args.grid} if isinstance(model, LookupViT) else {}
+        probabilities = model(normalization(pixels[None].to(device)), **kwargs).softmax(-1)[0]
+    top = probabilities.topk(min(args.topk, len(classes)))
+    for probability, index in zip(top.values.tolist(), top.indices.tolist()):
+        print(f"{100 * probability:6.2f}%  {classes[index]}")
+
+
+def cmd_attention(args: argparse.Namespace) -> None:
+    from .report import load_trained
+    from .visualize import plot_attention_maps
+
+    device = pick_device(args.device)
+    model, normalization, classes = load_trained(args.model, device)
+    if not isinstance(model, LookupViT):
+        raise ValueError(f"{args.model} is a {type(model).__name__}; attention maps need a LookupViT")
+    pixels = torch.stack([_load_image(path, model, normalization) for path in args.image])
+    plot_attention_maps(model, normalization(pixels.to(device)), pixels.float() / 255, args.grid, args.out, [Path(p).name for p in args.image])
+    print(f"attention maps: {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookupvit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +196,45 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=cmd_bench)
+
+    train = commands.add_parser("train", help="train (or resume) a run; runs under torchrun for several processes")
+    train.add_argument("--config", help="TOML file whose top-level keys are TrainConfig fields (see configs/)")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. epochs=5 lr=2e-3 model_args.drop_path_rate=0.1")
+    train.add_argument("--no-report", dest="report", action="store_false", help="skip the evaluation report at the end")
+    train.set_defaults(func=cmd_train)
+
+    report = commands.add_parser("report", help="evaluate a finished run at every grid and write report.md with plots")
+    report.add_argument("run", help="run folder written by `lookupvit train`")
+    report.add_argument("--device", default="auto")
+    report.set_defaults(func=cmd_report)
+
+    evaluate = commands.add_parser("eval", help="top-1/top-5 of every head at every grid, with FLOPs")
+    evaluate.add_argument("model", help="a .safetensors model file written by training")
+    evaluate.add_argument("--data", default="fashion-mnist", help="fashion-mnist or an image folder root/<class>/<image>")
+    evaluate.add_argument("--data-root", help="folder holding the Fashion-MNIST files")
+    evaluate.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids (default: the model's)")
+    evaluate.add_argument("--batch-size", type=int, default=500)
+    evaluate.add_argument("--limit", type=int, help="evaluate a random subset of this many images")
+    evaluate.add_argument("--json", help="also write the rows as JSON here")
+    evaluate.add_argument("--plot", help="also draw accuracy vs FLOPs to this PNG")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=cmd_eval)
+
+    predict = commands.add_parser("predict", help="top-k classes for one image")
+    predict.add_argument("image")
+    predict.add_argument("--model", required=True, help="a .safetensors model file written by training")
+    predict.add_argument("--grid", type=parse_grid, help="compressed grid (default: the model's)")
+    predict.add_argument("--topk", type=int, default=3)
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(func=cmd_predict)
+
+    attention = commands.add_parser("attention", help="draw per-layer l->p attention maps over images")
+    attention.add_argument("image", nargs="+")
+    attention.add_argument("--model", required=True, help="a .safetensors model file written by training")
+    attention.add_argument("--grid", nargs="+", type=parse_grid, default=[(3, 3), (5, 5)])
+    attention.add_argument("--out", default="attention.png")
+    attention.add_argument("--device", default="auto")
+    attention.set_defaults(func=cmd_attention)
     return parser
 
 
@@ -120,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         print(f"lookupvit {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

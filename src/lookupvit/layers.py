@@ -210,11 +210,15 @@ class ViTBlock(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """ViT-style initialisation: truncated normal (std 0.02) linears and convs, zero biases."""
-    if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+    """big_vision's ViT initialisation: Xavier-uniform linears, LeCun-normal patch convolution, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        fan_in = module.weight[0].numel()
+        nn.init.trunc_normal_(module.weight, std=fan_in**-0.5)
+        nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)

@@ -78,4 +78,5 @@ def check_images(images: object, in_chans: int, patch_size: int) -> None:
 
 
 def init_position_embedding(num_tokens: int, dim: int) -> torch.nn.Parameter:
-    return torch.nn.Parameter(torch.nn.init.trunc_normal_(torch.empty(1, num_tokens, dim), std=0.02))
+    """Learned position embedding, normal with std 1/sqrt(dim) as in big_vision."""
+    return torch.nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)

@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine: `make main` (the end-to-end job) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: main test bench install
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# constraints pin torch to the CPU build: an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+test: $(BIN)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+main:
+	./scripts/main.sh
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/throughput.py

@@ -1,0 +1,66 @@
+"""Accuracy of every head at every compressed grid, with the FLOPs each grid costs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .data import ImageDataset
+from .flops import analytic_flops
+from .models import LookupViT
+
+HEADS = ("compressed", "lookup", "average")
+
+
+def _topk_correct(logits: Tensor, labels: Tensor, k: int) -> int:
+    k = min(k, logits.shape[-1])
+    return (logits.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1).sum().item()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: ImageDataset,
+    normalization,
+    grids: list,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+) -> list[dict]:
+    """One row per grid: {"grid", "gflops", "<head>": {"top1", "top5"}} for each head (ViT: "average" only)."""
+    model.eval()
+    rows = []
+    is_lookup = isinstance(model, LookupViT)
+    image_size = tuple(dataset.images.shape[-2:])
+    for grid in grids if is_lookup else [None]:
+        correct = {head: [0, 0] for head in (HEADS if is_lookup else ("average",))}
+        resolved = None
+        for start in range(0, len(dataset), batch_size):
+            images = normalization(dataset.images[start : start + batch_size].to(device))
+            labels = dataset.labels[start : start + batch_size].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                if is_lookup:
+                    output = model.forward_features(images, grid=grid)
+                    resolved = output.compressed_grid
+                    logits = {"compressed": output.compressed_logits, "lookup": output.lookup_logits, "average": output.logits}
+                else:
+                    logits = {"average": model(images)}
+            for head, values in logits.items():
+                correct[head][0] += _topk_correct(values.float(), labels, 1)
+                correct[head][1] += _topk_correct(values.float(), labels, 5)
+        row = {"grid": list(resolved) if resolved else None, "gflops": analytic_flops(model.config, image_size, resolved) / 1e9}
+        row.update({head: {"top1": c1 / len(dataset), "top5": c5 / len(dataset)} for head, (c1, c5) in correct.items()})
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table: grid, GFLOPs, top-1/top-5 per head."""
+    heads = [head for head in HEADS if head in rows[0]]
+    header = "| grid | GFLOPs | " + " | ".join(f"{h} top-1 | {h} top-5" for h in heads) + " |"
+    lines = [header, "|" + "---|" * (2 + 2 * len(heads))]
+    for row in rows:
+        grid = "x".join(map(str, row["grid"])) if row["grid"] else "-"
+        cells = " | ".join(f"{100 * row[h]['top1']:.2f} | {100 * row[h]['top5']:.2f}" for h in heads)
+        lines.append(f"| {grid} | {row['gflops']:.3f} | {cells} |")
+    return "\n".join(lines)

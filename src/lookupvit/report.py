@@ -1,0 +1,90 @@
+"""The run report: accuracy/FLOPs table at every grid, the accuracy-vs-compute plot and attention maps."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import load_model, read_metadata
+from .config import TrainConfig
+from .data import ImageDataset
+from .evaluate import evaluate, format_table
+from .models import LookupViT
+from .train import Normalization, _eval_grids, load_datasets
+from .visualize import plot_accuracy_vs_flops, plot_attention_maps
+
+
+def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, Normalization, list[str]]:
+    """A model file written by training, with its input normalisation and class names."""
+    metadata = read_metadata(path)
+    if "normalization" not in metadata or "classes" not in metadata:
+        raise ValueError(f"{path} has no normalisation/class metadata; it was not written by `lookupvit train`")
+    mean, std = json.loads(metadata["normalization"])
+    return load_model(path, map_location=device).eval(), Normalization(mean, std), json.loads(metadata["classes"])
+
+
+def one_per_class(dataset: ImageDataset, count: int) -> list[int]:
+    picked: dict[int, int] = {}
+    for index, label in enumerate(dataset.labels.tolist()):
+        picked.setdefault(label, index)
+        if len(picked) == count:
+            break
+    return list(picked.values())
+
+
+def write_report(run: str | Path, device: torch.device, attention_grids: list | None = None) -> Path:
+    """Evaluate the run's best model at every grid and write report.md, eval.json and PNGs into the run folder."""
+    run = Path(run)
+    if not (run / "config.json").is_file() or not (run / "best.safetensors").is_file():
+        raise FileNotFoundError(f"{run} is not a finished training run (needs config.json and best.safetensors); train first")
+    config = TrainConfig(**json.loads((run / "config.json").read_text()))
+    model, normalization, classes = load_trained(run / "best.safetensors", device)
+    _, test_set = load_datasets(config)
+    grids = _eval_grids(config, model)
+
+    start = time.perf_counter()
+    rows = evaluate(model, test_set, normalization, grids, config.eval_batch_size, device)
+    eval_seconds = time.perf_counter() - start
+    (run / "eval.json").write_text(json.dumps({"test_images": len(test_set), "rows": rows}, indent=2))
+    title = f"{config.model} on {config.dataset}: one model, every compressed grid"
+    plot_accuracy_vs_flops(rows, run / "accuracy_vs_flops.png", title)
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "loss" in r]
+    speed = sum(r["images_per_s"] for r in train_records) / max(len(train_records), 1)
+
+    lines = [
+        f"# {config.model} on {config.dataset}",
+        "",
+        f"Trained {config.epochs} epochs, global batch {config.batch_size}, lr {config.lr}, {config.amp}, "
+        f"compressed grid sampled per batch from {config.grids}; mean training throughput {speed:.0f} images/s "
+        f"on {device}. Test set: {len(test_set)} images (evaluated in {eval_seconds:.0f} s).",
+        "",
+    ]
+    if isinstance(model, LookupViT):
+        default = next(r for r in rows if tuple(r["grid"]) == model.compressed_grid)
+        lines += [
+            f"**Test top-1 at the default grid {model.compressed_grid[0]}x{model.compressed_grid[1]} (averaged heads): "
+            f"{100 * default['average']['top1']:.2f} %**",
+            "",
+        ]
+    lines += [format_table(rows), "", "FLOPs are per image, 2 x multiply-accumulates.", "", "![accuracy vs FLOPs](accuracy_vs_flops.png)", ""]
+    if isinstance(model, LookupViT):
+        picks = one_per_class(test_set, 4)
+        display = test_set.images[picks].float() / 255
+        shown = attention_grids or [g for g in grids if g in (2, 3, 5, 7)] or grids[:3]
+        plot_attention_maps(model, normalization(test_set.images[picks]).to(device), display, shown, run / "attention.png", [classes[test_set.labels[i]] for i in picks])
+        lines += [
+            "## Where the compressed tokens look",
+            "",
+            "Per layer, the information-gathering (l->p) attention averaged over heads and compressed tokens, over test images.",
+            "",
+            "![attention maps](attention.png)",
+            "",
+        ]
+    (run / "report.md").write_text("\n".join(lines))
+    return run / "report.md"

@@ -1,0 +1,364 @@
+"""Training engine: seeded multi-resolution training with a dual-head loss, exact resume and DDP.
+
+Everything random in a step (sample order, augmentation, compressed grid, stochastic depth) is
+derived from (seed, step), so a run resumed from a checkpoint - or run on several processes with
+the same global batch - follows the same trajectory as an uninterrupted single-process run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .augment import augment, mix
+from .checkpoint import atomic_write, save_model
+from .config import TrainConfig, config_json
+from .data import ImageDataset, load_fashion_mnist, load_image_folder
+from .evaluate import evaluate
+from .models import LookupViT
+from .registry import create_model
+from .runtime import pick_device
+
+CHECKPOINT = "checkpoint.pt"
+
+
+# --------------------------------------------------------------------------------------------
+# Data and model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Normalization:
+    mean: float
+    std: float
+
+    def __call__(self, images_uint8: Tensor) -> Tensor:
+        return (images_uint8.float() / 255 - self.mean) / self.std
+
+
+def load_datasets(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    if config.dataset == "fashion-mnist":
+        train_set = load_fashion_mnist("train", config.data_root, config.download)
+        test_set = load_fashion_mnist("test", config.data_root, config.download)
+    else:
+        size = (config.image_size, config.image_size)
+        train_set = load_image_folder(config.dataset, size)
+        if config.val_dataset is None:
+            raise ValueError("an image-folder dataset needs val_dataset=<folder> for evaluation")
+        test_set = load_image_folder(config.val_dataset, size)
+    return train_set.subset(config.train_subset, config.seed), test_set.subset(config.test_subset, config.seed)
+
+
+def dataset_normalization(dataset: ImageDataset) -> Normalization:
+    pixels = dataset.images[:10000].float() / 255
+    return Normalization(mean=round(pixels.mean().item(), 4), std=round(pixels.std().item(), 4))
+
+
+def build_model_for(config: TrainConfig, dataset: ImageDataset) -> nn.Module:
+    channels, height, width = dataset.image_shape
+    args = {"img_size": (height, width), "in_chans": channels, "num_classes": len(dataset.classes), **config.model_args}
+    return create_model(config.model, **args)
+
+
+def model_metadata(config: TrainConfig, dataset: ImageDataset, normalization: Normalization) -> dict[str, str]:
+    """What `predict` needs besides the weights: class names and input preprocessing."""
+    return {"classes": json.dumps(list(dataset.classes)), "normalization": json.dumps([normalization.mean, normalization.std])}
+
+
+# --------------------------------------------------------------------------------------------
+# Loss, optimiser, schedule
+# --------------------------------------------------------------------------------------------
+
+
+class ClassificationLoss(nn.Module):
+    """Wraps a model so that DDP sees one forward returning the training loss.
+
+    LookupViT: w_c CE(compressed head) + w_l CE(lookup head); ViT: CE(head).
+    """
+
+    def __init__(self, model: nn.Module, compressed_weight: float, lookup_weight: float, label_smoothing: float):
+        super().__init__()
+        self.model = model
+        self.compressed_weight = compressed_weight
+        self.lookup_weight = lookup_weight
+        self.label_smoothing = label_smoothing
+
+    def forward(self, images: Tensor, targets: Tensor, grid: tuple[int, int] | None) -> tuple[Tensor, Tensor]:
+        if isinstance(self.model, LookupViT):
+            output = self.model.forward_features(images, grid=grid)
+            # A head with weight 0 is left out of the graph, so it gets no gradient and no weight decay.
+            losses = [
+                weight * self.cross_entropy(logits, targets)
+                for weight, logits in ((self.compressed_weight, output.compressed_logits), (self.lookup_weight, output.lookup_logits))
+                if weight > 0
+            ]
+            return sum(losses), output.logits
+        logits = self.model(images)
+        return self.cross_entropy(logits, targets), logits
+
+    def cross_entropy(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on weight matrices only (no decay on norms, biases, position embeddings)."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Linear warmup from 0, then cosine decay to `min_ratio` of the peak."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistInfo(), pick_device(device_name)
+    info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged zip archives
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt ({type(error).__name__}: {error}). It was not overwritten; "
+            "move it away to start the run afresh, or restore a copy"
+        ) from error
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + stream) % (2**63)
+
+
+def epoch_order(seed: int, epoch: int, size: int) -> Tensor:
+    return torch.randperm(size, generator=torch.Generator().manual_seed(step_seed(seed, epoch, 999_983)))
+
+
+def grid_for_step(grids: list, seed: int, step: int) -> tuple[int, int]:
+    choice = grids[random.Random(step_seed(seed, step, 1)).randrange(len(grids))]
+    return (choice, choice) if isinstance(choice, int) else tuple(choice)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool = False) -> Path:
+    """Train (or resume) the run in `config.out`; returns the run folder.
+
+    `stop_after_steps` ends this invocation early after that many optimizer steps, as a kill would
+    (used by the resume tests); the next call resumes from the last checkpoint.
+    """
+    info, device = init_distributed(config.device)
+    out = Path(config.out)
+    train_set, test_set = load_datasets(config)
+    normalization = dataset_normalization(train_set)
+    torch.manual_seed(config.seed)
+    model = build_model_for(config, train_set).to(device)
+    is_lookup = isinstance(model, LookupViT)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay > 0 else None
+    optimizer = build_optimizer(model, config)
+
+    local_batch, remainder = divmod(config.batch_size, info.world_size * config.accum_steps)
+    if remainder or local_batch == 0:
+        raise ValueError(f"batch_size {config.batch_size} must be a positive multiple of world_size x accum_steps = {info.world_size * config.accum_steps}")
+    steps_per_epoch = len(train_set) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set ({len(train_set)} images) is smaller than one batch ({config.batch_size})")
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, config.min_lr_ratio))
+
+    start_step, best_accuracy = 0, -1.0
+    checkpoint_path = out / CHECKPOINT
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        if state["config"] != config.to_dict():
+            changed = sorted(k for k in config.to_dict() if state["config"].get(k) != config.to_dict()[k])
+            raise ValueError(f"{out} holds a run with a different config (changed: {changed}); use another out folder or the same config")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start_step, best_accuracy = state["step"], state["best_accuracy"]
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(config_json(config))
+
+    wrapped = ClassificationLoss(model, config.compressed_loss_weight, config.lookup_loss_weight, config.label_smoothing).to(device)
+    if info.world_size > 1:
+        unused = is_lookup and 0 in (config.compressed_loss_weight, config.lookup_loss_weight)
+        wrapped = DistributedDataParallel(wrapped, find_unused_parameters=unused)
+    augment_config = config.augment_config()
+    metrics_file = out / "metrics.jsonl"
+    eval_model = ema if ema is not None else model
+    progress = _progress(total_steps, start_step, quiet or not info.is_main)
+
+    def write_checkpoint(step: int) -> None:
+        if info.is_main:
+            state = {
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "step": step,
+                "best_accuracy": best_accuracy,
+            }
+            save_checkpoint(checkpoint_path, state)
+
+    seen_this_call, window_start, window_images = 0, time.perf_counter(), 0
+    for step in range(start_step, total_steps):
+        epoch, position = divmod(step, steps_per_epoch)
+        model.train()
+        indices = epoch_order(config.seed, epoch, len(train_set))[position * config.batch_size : (position + 1) * config.batch_size]
+        generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0))
+        grid = grid_for_step(config.grids, config.seed, step) if is_lookup else None
+        torch.manual_seed(step_seed(config.seed, step, 2 + info.rank))  # stochastic depth
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for micro in range(config.accum_steps):
+            offset = (micro * info.world_size + info.rank) * local_batch
+            batch = indices[offset : offset + local_batch]
+            images = augment(train_set.images[batch].to(device).float() / 255, augment_config, generator, config.batch_size, offset)
+            images = (images - normalization.mean) / normalization.std
+            targets = F.one_hot(train_set.labels[batch], len(train_set.classes)).float().to(device)
+            targets = mix(images, targets, augment_config, generator)
+            last_micro = micro == config.accum_steps - 1
+            sync = wrapped.no_sync() if info.world_size > 1 and not last_micro else contextlib.nullcontext()
+            with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
+                loss, _ = wrapped(images, targets, grid)
+            (loss / config.accum_steps).backward()
+            loss_sum += loss.item() / config.accum_steps
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"loss became {loss_sum} at step {step}; lower lr (now {config.lr}) or check the data")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm) if config.clip_grad_norm > 0 else None
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - config.ema_decay)
+        window_images += config.batch_size
+        progress.update(1)
+        done = step + 1
+        if info.is_main and (done % config.log_every == 0 or done == total_steps):
+            elapsed = time.perf_counter() - window_start
+            record = {
+                "step": done,
+                "epoch": done / steps_per_epoch,
+                "loss": round(loss_sum, 5),
+                "lr": scheduler.get_last_lr()[0],
+                "grid": list(grid) if grid else None,
+                "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
+                "images_per_s": round(window_images / elapsed, 1),
+            }
+            _append_jsonl(metrics_file, record)
+            progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.0f}")
+            window_start, window_images = time.perf_counter(), 0
+        epoch_end = done % steps_per_epoch == 0
+        if epoch_end and info.is_main:
+            rows = evaluate(eval_model, test_set, normalization, _eval_grids(config, eval_model), config.eval_batch_size, device, amp=config.amp == "bf16")
+            default = rows[_default_row(rows, eval_model)]
+            accuracy = default["average"]["top1"]
+            _append_jsonl(metrics_file, {"step": done, "epoch": done // steps_per_epoch, "eval": rows})
+            progress.write(f"epoch {done // steps_per_epoch}/{config.epochs}: test top-1 {100 * accuracy:.2f}% at grid {default['grid']}")
+            metadata = model_metadata(config, train_set, normalization)
+            save_model(eval_model, out / "model.safetensors", metadata)
+            if accuracy > best_accuracy:
+                best_accuracy = accuracy
+                save_model(eval_model, out / "best.safetensors", metadata)
+        if epoch_end or done % config.checkpoint_every == 0 or done == total_steps:
+            write_checkpoint(done)
+        seen_this_call += 1
+        if stop_after_steps is not None and seen_this_call >= stop_after_steps and done < total_steps:
+            write_checkpoint(done)
+            break
+    progress.close()
+    if info.world_size > 1:
+        dist.barrier()
+    return out
+
+
+def _eval_grids(config: TrainConfig, model: nn.Module) -> list:
+    if not isinstance(model, LookupViT):
+        return [None]
+    lookup_grid = model.config.patch_grid
+    grids = [g if isinstance(g, int) else tuple(g) for g in config.eval_grids]
+    grids = [g for g in grids if max((g, g) if isinstance(g, int) else g) <= min(lookup_grid)]
+    default = model.compressed_grid[0] if model.compressed_grid[0] == model.compressed_grid[1] else model.compressed_grid
+    return sorted(set(grids) | {default}, key=lambda g: (g, g) if isinstance(g, int) else g)
+
+
+def _default_row(rows: list[dict], model: nn.Module) -> int:
+    if not isinstance(model, LookupViT):
+        return 0
+    return next(i for i, row in enumerate(rows) if tuple(row["grid"]) == model.compressed_grid)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _progress(total: int, initial: int, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=disable, desc="train", unit="step", dynamic_ncols=True)
+

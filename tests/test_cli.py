@@ -1,0 +1,63 @@
+"""The command line end to end on a small slice of real data: train -> report -> eval -> predict -> attention."""
+
+import json
+
+import pytest
+import torch
+
+from lookupvit.cli import main
+from lookupvit.data import load_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    overrides = [
+        "model=lookupvit_nano4", "model_args={embed_dim=32, depth=2, num_heads=2, compressed_grid=[3, 3]}",
+        "train_subset=256", "test_subset=100", "batch_size=64", "epochs=1", "amp='fp32'",
+        "grids=[2, 3, 5]", "eval_grids=[1, 3, 7]", f"out='{run}'",
+    ]
+    assert main(["train", "--config", "configs/fashion-mnist.toml", "--set", *overrides]) == 0
+    return run
+
+
+def test_train_writes_report_plots_and_model_files(trained_run):
+    for name in ("report.md", "accuracy_vs_flops.png", "attention.png", "eval.json", "best.safetensors", "model.safetensors", "metrics.jsonl"):
+        assert (trained_run / name).is_file(), name
+    report = (trained_run / "report.md").read_text()
+    assert "Test top-1 at the default grid 3x3" in report and "| 7x7 |" in report
+    rows = json.loads((trained_run / "eval.json").read_text())["rows"]
+    assert [row["grid"] for row in rows] == [[1, 1], [3, 3], [7, 7]]
+    assert rows[0]["gflops"] < rows[1]["gflops"] < rows[2]["gflops"]
+    assert all(0 <= row[head]["top1"] <= row[head]["top5"] <= 1 for row in rows for head in ("compressed", "lookup", "average"))
+
+
+def test_eval_predict_attention_commands(trained_run, tmp_path, capsys):
+    model = str(trained_run / "best.safetensors")
+    assert main(["eval", model, "--grid", "2", "4x6", "--limit", "50", "--json", str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png")]) == 0
+    assert "| 4x6 |" in capsys.readouterr().out and (tmp_path / "e.png").is_file()
+
+    from PIL import Image
+
+    test = load_fashion_mnist("test")
+    image_path = tmp_path / "item.png"
+    Image.fromarray(test.images[0, 0].numpy()).save(image_path)
+    assert main(["predict", str(image_path), "--model", model, "--grid", "5", "--topk", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all("%" in line for line in lines)
+    assert main(["attention", str(image_path), "--model", model, "--grid", "2", "5", "--out", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_cli_errors_are_one_line_not_tracebacks(trained_run, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "missing.png"), "--model", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no model file" in capsys.readouterr().err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    assert main(["predict", str(broken), "--model", str(trained_run / "best.safetensors")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["train", "--set", "epoch=1"]) == 2
+    assert "unknown config key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["flops", "--grid", "0"])
+    assert "positive" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from lookupvit.data import FASHION_MNIST_CLASSES, load_fashion_mnist, load_image_folder
+
+
+def test_fashion_mnist_is_the_real_dataset():
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert train.images.dtype == torch.uint8 and train.classes == FASHION_MNIST_CLASSES
+    assert torch.equal(test.labels.bincount(), torch.full((10,), 1000))
+    assert train.labels[:5].tolist() == [9, 0, 0, 3, 0]  # the first upstream labels: ankle boot, t-shirt, ...
+
+
+def test_missing_or_corrupt_fashion_mnist_says_how_to_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist("test", root=tmp_path)
+    source = load_fashion_mnist.__globals__["FASHION_MNIST_SEARCH"][0]
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        shutil.copy(f"{source}/{name}", tmp_path / name)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    payload = bytearray(gzip.decompress(labels.read_bytes()))
+    payload[100] = (payload[100] + 1) % 10  # one flipped label
+    labels.write_bytes(gzip.compress(bytes(payload)))
+    with pytest.raises(ValueError, match="checksum"):
+        load_fashion_mnist("test", root=tmp_path)
+    labels.write_bytes(labels.read_bytes()[:20])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_fashion_mnist("test", root=tmp_path)
+    with pytest.raises(ValueError, match="split must be"):
+        load_fashion_mnist("validation")
+
+
+def write_png(path, value, size=(20, 30)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (value, value // 2, 255 - value)).save(path)
+
+
+def test_image_folder_loads_classes_resizes_and_skips_unreadable_files(tmp_path):
+    write_png(tmp_path / "cat" / "a.png", 10)
+    write_png(tmp_path / "cat" / "b.png", 20)
+    write_png(tmp_path / "dog" / "sub" / "c.png", 200)
+    (tmp_path / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        dataset = load_image_folder(tmp_path, (16, 16))
+    assert dataset.classes == ("cat", "dog") and dataset.labels.tolist() == [0, 0, 1]
+    assert dataset.images.shape == (3, 3, 16, 16) and dataset.images.dtype == torch.uint8
+    assert dataset.images[2, 0, 8, 8] == 200 and dataset.images[2, 2, 8, 8] == 55
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_image_folder(tmp_path / "nowhere", (8, 8))
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        load_image_folder(tmp_path, (8, 8))
+    write_png(tmp_path / "cat" / "a.png", 10)
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="empty_class has no images"):
+        load_image_folder(tmp_path, (8, 8))

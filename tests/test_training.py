@@ -1,0 +1,161 @@
+"""Training engine on real Fashion-MNIST images, kept tiny: exact resume, DDP equivalence, checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lookupvit import load_model
+from lookupvit.augment import AugmentConfig, augment
+from lookupvit.config import load_config
+from lookupvit.train import CHECKPOINT, build_optimizer, lr_factor, train
+
+TINY = [
+    "model=lookupvit_nano4",
+    "model_args={embed_dim=32, depth=2, num_heads=2}",
+    "train_subset=192",
+    "test_subset=64",
+    "batch_size=32",
+    "epochs=2",
+    "lr=3e-3",
+    "warmup_epochs=0.5",
+    "amp='fp32'",
+    "grids=[1, 2, 3, 5]",
+    "eval_grids=[2, 5]",
+    "checkpoint_every=4",
+    "log_every=2",
+    "eval_batch_size=64",
+]
+
+
+def tiny_config(out: Path, *extra: str):
+    return load_config(None, [*TINY, f"out='{out}'", *extra])
+
+
+def final_weights(run: Path) -> dict:
+    return torch.load(run / CHECKPOINT, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict, **tolerance) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if tolerance:
+            torch.testing.assert_close(a[key], b[key], **tolerance, msg=key)
+        else:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    straight = train(tiny_config(tmp_path / "straight"), quiet=True)
+    interrupted = tmp_path / "interrupted"
+    config = tiny_config(interrupted, "augment={mixup_alpha=0.4, cutmix_alpha=0.4}", "model_args={embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1}")
+    reference = train(tiny_config(tmp_path / "reference", "augment={mixup_alpha=0.4, cutmix_alpha=0.4}", "model_args={embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1}"), quiet=True)
+    train(config, stop_after_steps=5, quiet=True)  # mid-epoch (6 steps per epoch), between checkpoints
+    assert torch.load(interrupted / CHECKPOINT, weights_only=True)["step"] == 5
+    train(config, stop_after_steps=3, quiet=True)  # across the epoch boundary
+    train(config, quiet=True)
+    assert_same_weights(final_weights(interrupted), final_weights(reference))
+    assert_same_weights(load_file(interrupted / "model.safetensors"), load_file(reference / "model.safetensors"))
+    # and the run actually trained: weights moved and differ from a run with other settings
+    assert not torch.equal(final_weights(straight)["head_lookup.weight"], final_weights(reference)["head_lookup.weight"])
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert {record["step"] for record in records if "eval" in record} == {6, 12}
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
+    config = tiny_config(tmp_path / "run", "epochs=1")
+    train(config, stop_after_steps=2, quiet=True)
+    checkpoint = tmp_path / "run" / CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    damaged = checkpoint.read_bytes()
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        train(config, quiet=True)
+    assert checkpoint.read_bytes() == damaged  # never overwritten
+    train(tiny_config(tmp_path / "run2", "epochs=1"), stop_after_steps=1, quiet=True)
+    with pytest.raises(ValueError, match=r"different config \(changed: \['lr'\]\)"):
+        train(tiny_config(tmp_path / "run2", "epochs=1", "lr=1e-3"), quiet=True)
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    single = train(tiny_config(tmp_path / "single", "epochs=1"), quiet=True)
+    overrides = [*TINY, f"out='{tmp_path / 'ddp'}'", "epochs=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "lookupvit.cli", "train", "--no-report", "--set", *overrides]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp_weights, single_weights = final_weights(tmp_path / "ddp"), final_weights(single)
+    # Key biases get an exactly-zero gradient (softmax is shift invariant), so Adam turns float noise
+    # into updates that depend on the reduction order; they cannot change any output, so compare the
+    # rest of the weights and the outputs themselves.
+    for key, value in ddp_weights.items():
+        if key.endswith("key_value.bias"):
+            value, single_weights[key] = value[32:], single_weights[key][32:]
+        elif key.endswith("attn.qkv.bias"):
+            value, single_weights[key] = torch.cat([value[:32], value[64:]]), torch.cat([single_weights[key][:32], single_weights[key][64:]])
+        ddp_weights[key] = value
+    assert_same_weights(ddp_weights, single_weights, rtol=1e-4, atol=1e-5)
+    models = [load_model(run / "model.safetensors").eval() for run in (single, tmp_path / "ddp")]
+    images = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(models[0](images, grid=3), models[1](images, grid=3), rtol=1e-4, atol=1e-5)
+
+
+def test_augmentation_is_seeded_and_sliceable_across_processes():
+    images = torch.rand(8, 1, 28, 28)
+    config = AugmentConfig(op_prob=1.0)
+
+    def run(seed, rows, offset):
+        return augment(images[rows], config, torch.Generator().manual_seed(seed), 8, offset)
+
+    whole = run(0, slice(0, 8), 0)
+    assert torch.equal(whole, run(0, slice(0, 8), 0))
+    assert not torch.equal(whole, run(1, slice(0, 8), 0))
+    torch.testing.assert_close(torch.cat([run(0, slice(0, 4), 0), run(0, slice(4, 8), 4)]), whole)
+    assert whole.min() >= 0 and whole.max() <= 1 and not torch.equal(whole, images)
+
+
+def test_schedule_and_weight_decay_groups():
+    assert lr_factor(0, 100, 10, 0.01) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.01) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, 0.01) == pytest.approx(0.505)
+    assert lr_factor(100, 100, 10, 0.01) == pytest.approx(0.01)
+    config = load_config(None, TINY)
+    from lookupvit import create_model
+
+    model = create_model("lookupvit_nano4", embed_dim=32, depth=2, num_heads=2)
+    decay, no_decay = build_optimizer(model, config).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert "pos_embed" in no_decay_names and "blocks.0.gather_norm_lookup.weight" in no_decay_names
+    assert "head_compressed.bias" in no_decay_names
+    assert all(names[id(p)].endswith("weight") and "norm" not in names[id(p)] for p in decay["params"])
+    assert decay["weight_decay"] == config.weight_decay and no_decay["weight_decay"] == 0
+
+
+def test_loss_on_one_head_only_leaves_the_other_head_untrained(tmp_path):
+    run = train(tiny_config(tmp_path / "run", "epochs=1", "lookup_loss_weight=0.0"), quiet=True)
+    torch.manual_seed(0)
+    from lookupvit import create_model
+
+    initial = create_model("lookupvit_nano4", embed_dim=32, depth=2, num_heads=2).state_dict()
+    trained = final_weights(run)
+    assert torch.equal(trained["head_lookup.weight"], initial["head_lookup.weight"])
+    assert not torch.equal(trained["head_compressed.weight"], initial["head_compressed.weight"])
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_config(None, ["epoch=3"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(None, ["epochs"])
+    with pytest.raises(ValueError, match="unknown augment setting"):
+        load_config(None, ["augment={rotation=3}"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="divisible by accum_steps"):
+        train(tiny_config(tmp_path / "run", "batch_size=30", "accum_steps=4"), quiet=True)
