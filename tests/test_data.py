@@ -62,3 +62,12 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(ValueError, match="empty_class has no images"):
         load_image_folder(tmp_path, (8, 8))
+
+
+def test_download_verifies_and_fails_clearly_offline(tmp_path, monkeypatch):
+    import lookupvit.data as data
+
+    monkeypatch.setattr(data, "FASHION_MNIST_URL", "http://127.0.0.1:9/")  # nothing listens on the discard port
+    with pytest.raises(RuntimeError, match="Offline\\? On Debian/Ubuntu run `apt-get install dataset-fashion-mnist`"):
+        data.load_fashion_mnist("test", root=tmp_path / "fm", download=True)
+    assert not list((tmp_path / "fm").glob("*.partial"))

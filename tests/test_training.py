@@ -50,16 +50,35 @@ def assert_same_weights(a: dict, b: dict, **tolerance) -> None:
             assert torch.equal(a[key], b[key]), key
 
 
+def without_key_biases(state: dict, dim: int = 32) -> dict:
+    """The weights minus the key halves of attention biases.
+
+    A key bias gets an exactly-zero gradient (softmax is shift invariant), so Adam turns float noise
+    into updates that depend on the reduction order; they cannot change any output. Runs that sum
+    gradients in another order (DDP, accumulation) are compared without them.
+    """
+    stripped = dict(state)
+    for key, value in state.items():
+        if key.endswith("key_value.bias"):
+            stripped[key] = value[dim:]
+        elif key.endswith("attn.qkv.bias"):
+            stripped[key] = torch.cat([value[:dim], value[2 * dim :]])
+    return stripped
+
+
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     straight = train(tiny_config(tmp_path / "straight"), quiet=True)
     interrupted = tmp_path / "interrupted"
-    config = tiny_config(interrupted, "augment={mixup_alpha=0.4, cutmix_alpha=0.4}", "model_args={embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1}")
-    reference = train(tiny_config(tmp_path / "reference", "augment={mixup_alpha=0.4, cutmix_alpha=0.4}", "model_args={embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1}"), quiet=True)
+    everything_random = ["augment={mixup_alpha=0.4, cutmix_alpha=0.4}", "model_args={embed_dim=32, depth=2, num_heads=2, drop_path_rate=0.1}", "ema_decay=0.9"]
+    config = tiny_config(interrupted, *everything_random)
+    reference = train(tiny_config(tmp_path / "reference", *everything_random), quiet=True)
     train(config, stop_after_steps=5, quiet=True)  # mid-epoch (6 steps per epoch), between checkpoints
     assert torch.load(interrupted / CHECKPOINT, weights_only=True)["step"] == 5
     train(config, stop_after_steps=3, quiet=True)  # across the epoch boundary
     train(config, quiet=True)
     assert_same_weights(final_weights(interrupted), final_weights(reference))
+    ema = [torch.load(run / CHECKPOINT, weights_only=True)["ema"] for run in (interrupted, reference)]
+    assert_same_weights(*ema)
     assert_same_weights(load_file(interrupted / "model.safetensors"), load_file(reference / "model.safetensors"))
     # and the run actually trained: weights moved and differ from a run with other settings
     assert not torch.equal(final_weights(straight)["head_lookup.weight"], final_weights(reference)["head_lookup.weight"])
@@ -85,24 +104,22 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     single = train(tiny_config(tmp_path / "single", "epochs=1"), quiet=True)
     overrides = [*TINY, f"out='{tmp_path / 'ddp'}'", "epochs=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "lookupvit.cli", "train", "--no-report", "--set", *overrides]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lookupvit.cli", "train", "--no-report", "--set", *overrides]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    ddp_weights, single_weights = final_weights(tmp_path / "ddp"), final_weights(single)
-    # Key biases get an exactly-zero gradient (softmax is shift invariant), so Adam turns float noise
-    # into updates that depend on the reduction order; they cannot change any output, so compare the
-    # rest of the weights and the outputs themselves.
-    for key, value in ddp_weights.items():
-        if key.endswith("key_value.bias"):
-            value, single_weights[key] = value[32:], single_weights[key][32:]
-        elif key.endswith("attn.qkv.bias"):
-            value, single_weights[key] = torch.cat([value[:32], value[64:]]), torch.cat([single_weights[key][:32], single_weights[key][64:]])
-        ddp_weights[key] = value
+    ddp_weights, single_weights = without_key_biases(final_weights(tmp_path / "ddp")), without_key_biases(final_weights(single))
     assert_same_weights(ddp_weights, single_weights, rtol=1e-4, atol=1e-5)
     models = [load_model(run / "model.safetensors").eval() for run in (single, tmp_path / "ddp")]
     images = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(models[0](images, grid=3), models[1](images, grid=3), rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    full = train(tiny_config(tmp_path / "full", "epochs=1"), quiet=True)
+    accumulated = train(tiny_config(tmp_path / "accumulated", "epochs=1", "accum_steps=4"), quiet=True)
+    weights = [without_key_biases(final_weights(run)) for run in (full, accumulated)]
+    assert_same_weights(*weights, rtol=1e-4, atol=1e-5)
 
 
 def test_augmentation_is_seeded_and_sliceable_across_processes():

@@ -22,7 +22,7 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[ViTConfig]]] = {
 
 # size -> (embed_dim, depth, num_heads, default image size, patch sizes)
 SIZES: dict[str, tuple[int, int, int, int, tuple[int, ...]]] = {
-    "nano": (128, 6, 4, 28, (2, 4)),
+    "nano": (96, 4, 3, 28, (2, 4)),
     "micro": (192, 8, 6, 32, (2, 4)),
     "ti": (192, 12, 3, 224, (8, 14, 16, 32)),
     "s": (384, 12, 6, 224, (8, 14, 16, 32)),

@@ -14,7 +14,7 @@ from .config import TrainConfig
 from .data import ImageDataset
 from .evaluate import evaluate, format_table
 from .models import LookupViT
-from .train import Normalization, _eval_grids, load_datasets
+from .train import Normalization, evaluation_grids, load_datasets
 from .visualize import plot_accuracy_vs_flops, plot_attention_maps
 
 
@@ -44,7 +44,7 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
     config = TrainConfig(**json.loads((run / "config.json").read_text()))
     model, normalization, classes = load_trained(run / "best.safetensors", device)
     _, test_set = load_datasets(config)
-    grids = _eval_grids(config, model)
+    grids = evaluation_grids(config, model)
 
     start = time.perf_counter()
     rows = evaluate(model, test_set, normalization, grids, config.eval_batch_size, device)
@@ -74,9 +74,9 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
         ]
     lines += [format_table(rows), "", "FLOPs are per image, 2 x multiply-accumulates.", "", "![accuracy vs FLOPs](accuracy_vs_flops.png)", ""]
     if isinstance(model, LookupViT):
-        picks = one_per_class(test_set, 4)
+        picks = one_per_class(test_set, 3)
         display = test_set.images[picks].float() / 255
-        shown = attention_grids or [g for g in grids if g in (2, 3, 5, 7)] or grids[:3]
+        shown = attention_grids or [g for g in grids if g in (2, 3, 5)] or grids[:3]
         plot_attention_maps(model, normalization(test_set.images[picks]).to(device), display, shown, run / "attention.png", [classes[test_set.labels[i]] for i in picks])
         lines += [
             "## Where the compressed tokens look",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -46,7 +47,11 @@ class Normalization:
     std: float
 
     def __call__(self, images_uint8: Tensor) -> Tensor:
-        return (images_uint8.float() / 255 - self.mean) / self.std
+        return self.normalize(images_uint8.float() / 255)
+
+    def normalize(self, images_unit: Tensor) -> Tensor:
+        """Images in [0, 1] to model inputs."""
+        return (images_unit - self.mean) / self.std
 
 
 def load_datasets(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
@@ -185,6 +190,7 @@ def step_seed(seed: int, step: int, stream: int) -> int:
     return (seed * 1_000_003 + step * 7919 + stream) % (2**63)
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_order(seed: int, epoch: int, size: int) -> Tensor:
     return torch.randperm(size, generator=torch.Generator().manual_seed(step_seed(seed, epoch, 999_983)))
 
@@ -269,7 +275,6 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
         epoch, position = divmod(step, steps_per_epoch)
         model.train()
         indices = epoch_order(config.seed, epoch, len(train_set))[position * config.batch_size : (position + 1) * config.batch_size]
-        generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0))
         grid = grid_for_step(config.grids, config.seed, step) if is_lookup else None
         torch.manual_seed(step_seed(config.seed, step, 2 + info.rank))  # stochastic depth
         optimizer.zero_grad(set_to_none=True)
@@ -277,8 +282,11 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
         for micro in range(config.accum_steps):
             offset = (micro * info.world_size + info.rank) * local_batch
             batch = indices[offset : offset + local_batch]
+            # Re-seeded per micro-batch: augmentation draws for the whole global batch and takes rows
+            # offset.., so accumulation and DDP see exactly the draws of one full batch.
+            generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0))
             images = augment(train_set.images[batch].to(device).float() / 255, augment_config, generator, config.batch_size, offset)
-            images = (images - normalization.mean) / normalization.std
+            images = normalization.normalize(images)
             targets = F.one_hot(train_set.labels[batch], len(train_set.classes)).float().to(device)
             targets = mix(images, targets, augment_config, generator)
             last_micro = micro == config.accum_steps - 1
@@ -314,8 +322,10 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
             window_start, window_images = time.perf_counter(), 0
         epoch_end = done % steps_per_epoch == 0
         if epoch_end and info.is_main:
-            rows = evaluate(eval_model, test_set, normalization, _eval_grids(config, eval_model), config.eval_batch_size, device, amp=config.amp == "bf16")
-            default = rows[_default_row(rows, eval_model)]
+            # Only the default grid here (it picks the best checkpoint); the report evaluates every grid.
+            default_grid = [eval_model.compressed_grid] if is_lookup else [None]
+            rows = evaluate(eval_model, test_set, normalization, default_grid, config.eval_batch_size, device, amp=config.amp == "bf16")
+            default = rows[0]
             accuracy = default["average"]["top1"]
             _append_jsonl(metrics_file, {"step": done, "epoch": done // steps_per_epoch, "eval": rows})
             progress.write(f"epoch {done // steps_per_epoch}/{config.epochs}: test top-1 {100 * accuracy:.2f}% at grid {default['grid']}")
@@ -336,7 +346,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     return out
 
 
-def _eval_grids(config: TrainConfig, model: nn.Module) -> list:
+def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
+    """config.eval_grids that fit the model's lookup grid, plus its default grid (ViT: [None])."""
     if not isinstance(model, LookupViT):
         return [None]
     lookup_grid = model.config.patch_grid
@@ -344,12 +355,6 @@ def _eval_grids(config: TrainConfig, model: nn.Module) -> list:
     grids = [g for g in grids if max((g, g) if isinstance(g, int) else g) <= min(lookup_grid)]
     default = model.compressed_grid[0] if model.compressed_grid[0] == model.compressed_grid[1] else model.compressed_grid
     return sorted(set(grids) | {default}, key=lambda g: (g, g) if isinstance(g, int) else g)
-
-
-def _default_row(rows: list[dict], model: nn.Module) -> int:
-    if not isinstance(model, LookupViT):
-        return 0
-    return next(i for i, row in enumerate(rows) if tuple(row["grid"]) == model.compressed_grid)
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
