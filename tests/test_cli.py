@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from lookupvit.cli import main
 from lookupvit.data import load_fashion_mnist

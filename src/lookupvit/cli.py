@@ -85,7 +85,8 @@ def cmd_flops(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     dtypes = [parse_dtype(name) for name in args.dtype]
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     peaks = {dtype: benchmark.gemm_peak(device, dtype) for dtype in dtypes}
     for dtype, peak in peaks.items():
@@ -134,7 +135,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         plot_accuracy_vs_flops(rows, args.plot, f"{Path(args.model).name} on {args.data}")
 
 
-def _load_image(path: str, model, normalization) -> torch.Tensor:
+def _load_image(path: str, model) -> torch.Tensor:
+    """An image file as the uint8 (C, H, W) tensor the model takes: its channel count, its build size."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -154,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)
-    pixels = _load_image(args.image, model, normalization)
+    pixels = _load_image(args.image, model)
     with torch.no_grad():
         kwargs = {"grid": args.grid} if isinstance(model, LookupViT) else {}
         probabilities = model(normalization(pixels[None].to(device)), **kwargs).softmax(-1)[0]
@@ -171,7 +173,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
     model, normalization, classes = load_trained(args.model, device)
     if not isinstance(model, LookupViT):
         raise ValueError(f"{args.model} is a {type(model).__name__}; attention maps need a LookupViT")
-    pixels = torch.stack([_load_image(path, model, normalization) for path in args.image])
+    pixels = torch.stack([_load_image(path, model) for path in args.image])
     plot_attention_maps(model, normalization(pixels.to(device)), pixels.float() / 255, args.grid, args.out, [Path(p).name for p in args.image])
     print(f"attention maps: {args.out}")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from ..layers import BidirectionalCrossAttention, DropPath, Mlp, PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
