@@ -137,18 +137,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _load_image(path: str, model) -> torch.Tensor:
     """An image file as the uint8 (C, H, W) tensor the model takes: its channel count, its build size."""
-    from PIL import Image, UnidentifiedImageError
+    from .data import read_image
 
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if model.config.in_chans == 1 else "RGB").resize(model.config.img_size[::-1], Image.BILINEAR)
-            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no image at {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read {path} as an image: {error}") from None
-    height, width = model.config.img_size
-    return pixels.view(height, width, model.config.in_chans).permute(2, 0, 1)
+    return read_image(path, model.config.img_size, model.config.in_chans)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from .augment import augment, mix
 from .checkpoint import atomic_write, save_model
@@ -362,8 +363,6 @@ def _append_jsonl(path: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-def _progress(total: int, initial: int, disable: bool):
-    from tqdm import tqdm
-
+def _progress(total: int, initial: int, disable: bool) -> tqdm:
     return tqdm(total=total, initial=initial, disable=disable, desc="train", unit="step", dynamic_ncols=True)
 
