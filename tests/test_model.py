@@ -6,18 +6,18 @@ from lookupvit import LookupViT, ViT, ViTConfig, create_model, list_models, mode
 from lookupvit.layers import resize_tokens
 
 
-def test_every_parameter_gets_a_gradient(small_model):
-    small_model.train()
+def assert_every_parameter_is_trained(model: LookupViT) -> None:
+    model.train()
     images = torch.randn(2, 3, 28, 28)
-    output = small_model.forward_features(images, grid=4)
+    output = model.forward_features(images, grid=4)
     loss = output.compressed_logits.logsumexp(-1).sum() + output.lookup_logits.logsumexp(-1).sum()
     loss.backward()
-    assert [name for name, p in small_model.named_parameters() if p.grad is None] == []  # DDP-safe: all in the graph
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []  # DDP-safe: all in the graph
     # and every parameter is actually trained, except the key halves of the biases: softmax is shift
     # invariant, so a key bias has an exactly-zero gradient in exact arithmetic (in any transformer)
-    dim = small_model.config.embed_dim
+    dim = model.config.embed_dim
     dead = []
-    for name, param in small_model.named_parameters():
+    for name, param in model.named_parameters():
         grad = param.grad
         if name.endswith("key_value.bias"):
             assert grad[:dim].abs().max() < 1e-4 * grad[dim:].abs().max()
@@ -27,6 +27,10 @@ def test_every_parameter_gets_a_gradient(small_model):
         if grad.abs().max() == 0:
             dead.append(name)
     assert dead == []
+
+
+def test_every_parameter_gets_a_gradient(small_model):
+    assert_every_parameter_is_trained(small_model)
 
 
 @pytest.mark.parametrize("grid", [(1, 1), (2, 2), (3, 3), (5, 5), (7, 7), (10, 10), (14, 14), (3, 9), (14, 1)])

@@ -129,7 +129,7 @@ class BidirectionalCrossAttention(nn.Module):
     projection and no second softmax: that reuse is what makes the lookup path cost O(N M D).
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, infuse: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
@@ -139,9 +139,10 @@ class BidirectionalCrossAttention(nn.Module):
         self.query = nn.Linear(dim, dim, bias=qkv_bias)
         self.key_value = nn.Linear(dim, 2 * dim, bias=qkv_bias)  # one GEMM over the N lookup tokens
         self.gather_proj = nn.Linear(dim, dim)
-        # p->l
-        self.infuse_value = nn.Linear(dim, dim, bias=qkv_bias)
-        self.infuse_proj = nn.Linear(dim, dim)
+        # p->l (absent in the "no MHBC p->l" ablation, so no parameter goes untrained)
+        if infuse:
+            self.infuse_value = nn.Linear(dim, dim, bias=qkv_bias)
+            self.infuse_proj = nn.Linear(dim, dim)
 
     def gather(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor]:
         """Update for the compressed tokens and the attention A, shape (B, h, M, N)."""

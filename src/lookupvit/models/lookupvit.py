@@ -14,30 +14,43 @@ from ..layers import BidirectionalCrossAttention, DropPath, Mlp, PatchEmbed, ViT
 from .common import ViTConfig, as_grid, check_images, init_position_embedding
 
 HEAD_CHOICES = ("average", "compressed", "lookup")
+COMPRESSED_INITS = ("resize", "learned")
 
 
 @dataclass
 class LookupViTConfig(ViTConfig):
     compressed_grid: tuple[int, int] = (5, 5)  # default grid; any grid can be chosen per call
     lookup_mlp_ratio: float = 0.5  # lookup-token MLP hidden width D/q with q = 2
+    # The paper's Table 5 ablations; the defaults are the full model.
+    use_lookup_tokens: bool = True  # False: (a) no lookup tokens, ViT blocks on the resized patch grid only
+    infuse: bool = True  # False: (b) no MHBC p->l, the lookup tokens are never updated
+    compressed_init: str = "resize"  # "learned": (d) learnable random compressed tokens instead of the resize
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.compressed_grid = as_grid(self.compressed_grid, "compressed_grid")
+        if self.compressed_init not in COMPRESSED_INITS:
+            raise ValueError(f"compressed_init must be one of {COMPRESSED_INITS}, got {self.compressed_init!r}")
 
 
 class LookupViTBlock(nn.Module):
-    """MHBC l->p, a ViT block on the compressed tokens, MHBC p->l reusing A, a narrow lookup MLP."""
+    """MHBC l->p, a ViT block on the compressed tokens, MHBC p->l reusing A, a narrow lookup MLP.
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, lookup_mlp_ratio: float, qkv_bias: bool, drop_path: float):
+    `infuse=False` is ablation (b): the block ends after the compressed ViT block and the lookup
+    tokens pass through unchanged.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, lookup_mlp_ratio: float, qkv_bias: bool, drop_path: float, infuse: bool = True):
         super().__init__()
+        self.infuse = infuse
         self.gather_norm_compressed = nn.LayerNorm(dim, eps=1e-6)
         self.gather_norm_lookup = nn.LayerNorm(dim, eps=1e-6)
-        self.cross_attn = BidirectionalCrossAttention(dim, num_heads, qkv_bias)
+        self.cross_attn = BidirectionalCrossAttention(dim, num_heads, qkv_bias, infuse)
         self.compressed_block = ViTBlock(dim, num_heads, mlp_ratio, qkv_bias, drop_path)
-        self.infuse_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.lookup_mlp_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.lookup_mlp = Mlp(dim, int(dim * lookup_mlp_ratio))
+        if infuse:
+            self.infuse_norm = nn.LayerNorm(dim, eps=1e-6)
+            self.lookup_mlp_norm = nn.LayerNorm(dim, eps=1e-6)
+            self.lookup_mlp = Mlp(dim, int(dim * lookup_mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -47,6 +60,8 @@ class LookupViTBlock(nn.Module):
         compressed = compressed + self.drop_path(gathered)
         # Representation refinement: all the heavy compute, on M tokens only.
         compressed = self.compressed_block(compressed)
+        if not self.infuse:
+            return compressed, lookup, attention
         # Global context infusion: the refined compressed tokens flow back through A^T.
         lookup = lookup + self.drop_path(self.cross_attn.infuse(self.infuse_norm(compressed), attention))
         lookup = lookup + self.drop_path(self.lookup_mlp(self.lookup_mlp_norm(lookup)))
@@ -68,6 +83,13 @@ class LookupViTOutput:
 
 
 class LookupViT(nn.Module):
+    """Patch embedding -> lookup tokens; their resize -> compressed tokens; LookupViT blocks; two heads.
+
+    With `config.use_lookup_tokens=False` (ablation (a)) the model is a ViT on the resized patch grid:
+    the blocks are plain ViT blocks, there is one head, and the output's lookup fields repeat the
+    compressed ones.
+    """
+
     def __init__(self, config: LookupViTConfig):
         super().__init__()
         self.config = config
@@ -76,14 +98,21 @@ class LookupViT(nn.Module):
         dim = config.embed_dim
         self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, dim)
         self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], dim)
-        self.blocks = nn.ModuleList(
-            LookupViTBlock(dim, config.num_heads, config.mlp_ratio, config.lookup_mlp_ratio, config.qkv_bias, rate)
-            for rate in drop_path_rates(config.drop_path_rate, config.depth)
+        # Ablation (d): compressed tokens of the first layer are parameters, resized to the call's grid.
+        self.learned_compressed_tokens = (
+            init_position_embedding(config.compressed_grid[0] * config.compressed_grid[1], dim) if config.compressed_init == "learned" else None
         )
+        rates = drop_path_rates(config.drop_path_rate, config.depth)
+        if config.use_lookup_tokens:
+            blocks = [LookupViTBlock(dim, config.num_heads, config.mlp_ratio, config.lookup_mlp_ratio, config.qkv_bias, rate, config.infuse) for rate in rates]
+        else:
+            blocks = [ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate) for rate in rates]
+        self.blocks = nn.ModuleList(blocks)
         self.norm_compressed = nn.LayerNorm(dim, eps=1e-6)
-        self.norm_lookup = nn.LayerNorm(dim, eps=1e-6)
         self.head_compressed = nn.Linear(dim, config.num_classes)
-        self.head_lookup = nn.Linear(dim, config.num_classes)
+        if config.use_lookup_tokens:
+            self.norm_lookup = nn.LayerNorm(dim, eps=1e-6)
+            self.head_lookup = nn.Linear(dim, config.num_classes)
         self.apply(init_weights)
 
     @property
@@ -91,14 +120,15 @@ class LookupViT(nn.Module):
         return self.config.embed_dim
 
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed"}
+        return {"pos_embed", "learned_compressed_tokens"}
 
     def reset_classifier(self, num_classes: int) -> None:
         self.config.num_classes = num_classes
         self.head_compressed = nn.Linear(self.num_features, num_classes)
-        self.head_lookup = nn.Linear(self.num_features, num_classes)
         self.head_compressed.apply(init_weights)
-        self.head_lookup.apply(init_weights)
+        if self.config.use_lookup_tokens:
+            self.head_lookup = nn.Linear(self.num_features, num_classes)
+            self.head_lookup.apply(init_weights)
 
     def resolve_grid(self, grid: int | tuple[int, int] | None, lookup_grid: tuple[int, int]) -> tuple[int, int]:
         """The compressed grid for a call; it must fit inside the lookup grid (it is a downsampled copy)."""
@@ -116,17 +146,27 @@ class LookupViT(nn.Module):
         lookup, lookup_grid = self.patch_embed(images)
         lookup = lookup + resize_tokens(self.pos_embed, self.config.patch_grid, lookup_grid)
         compressed_grid = self.resolve_grid(grid, lookup_grid)
-        compressed = resize_tokens(lookup, lookup_grid, compressed_grid)
+        if self.learned_compressed_tokens is None:
+            compressed = resize_tokens(lookup, lookup_grid, compressed_grid)
+        else:
+            compressed = resize_tokens(self.learned_compressed_tokens, self.config.compressed_grid, compressed_grid).expand(len(images), -1, -1)
         attention_maps = []
         for block in self.blocks:
+            if not self.config.use_lookup_tokens:
+                compressed = block(compressed)
+                continue
             compressed, lookup, attention = block(compressed, lookup)
             if return_attention:
                 attention_maps.append(attention)
         compressed = self.norm_compressed(compressed)
-        lookup = self.norm_lookup(lookup)
-        compressed_pooled, lookup_pooled = compressed.mean(dim=1), lookup.mean(dim=1)
+        compressed_pooled = compressed.mean(dim=1)
         compressed_logits = self.head_compressed(compressed_pooled)
-        lookup_logits = self.head_lookup(lookup_pooled)
+        if self.config.use_lookup_tokens:
+            lookup = self.norm_lookup(lookup)
+            lookup_pooled = lookup.mean(dim=1)
+            lookup_logits = self.head_lookup(lookup_pooled)
+        else:
+            lookup, lookup_pooled, lookup_logits = compressed, compressed_pooled, compressed_logits
         return LookupViTOutput(
             logits=(compressed_logits + lookup_logits) / 2,
             compressed_logits=compressed_logits,
