@@ -42,3 +42,20 @@ def test_resize_matrix_is_cached_and_identity_is_free():
     assert a is resize_matrix((14, 14), (5, 5), torch.device("cpu"), torch.float32)
     tokens = torch.randn(1, 196, 3)
     assert resize_tokens(tokens, (14, 14), (14, 14)) is tokens
+
+
+def test_a_grid_first_seen_under_inference_mode_still_trains(small_model):
+    images = torch.randn(2, 3, 28, 28)
+    with torch.inference_mode():
+        small_model(images, grid=(6, 5))  # builds and caches the (14x14 -> 6x5) matrix here
+    small_model.train()
+    small_model(images, grid=(6, 5)).sum().backward()  # autograd would refuse a cached inference tensor
+    assert small_model.patch_embed.proj.weight.grad is not None
+
+
+def test_tracing_does_not_poison_the_resize_cache(small_model):
+    images = torch.randn(2, 3, 28, 28)
+    torch.export.export(small_model, (images,), kwargs={"grid": (4, 3)}, strict=False)  # traces with fake tensors
+    with torch.no_grad():
+        output = small_model(images, grid=(4, 3))
+    assert type(output) is torch.Tensor and torch.isfinite(output).all()

@@ -1,4 +1,4 @@
-"""Building blocks shared by LookupViT and the ViT baseline.
+"""Building blocks shared by LookupViT and the baselines (ViT, TokenLearner, Perceiver).
 
 Every module here works on flat token sequences of shape (batch, tokens, dim); the spatial
 (or spatio-temporal) grid a sequence came from travels beside it as a tuple of ints.
@@ -37,15 +37,19 @@ def _resize_matrix_1d(size_in: int, size_out: int) -> Tensor:
     return weights / weights.sum(dim=1, keepdim=True)
 
 
-@functools.lru_cache(maxsize=256)
-def _resize_matrix_cpu(grid_in: Grid, grid_out: Grid) -> Tensor:
-    matrix = torch.ones(1, 1, dtype=torch.float64)
-    for size_in, size_out in zip(grid_in, grid_out):
-        matrix = torch.kron(matrix, _resize_matrix_1d(size_in, size_out))
-    return matrix
+def _build_resize_matrix(grid_in: Grid, grid_out: Grid, device: torch.device, dtype: torch.dtype) -> Tensor:
+    # A matrix first built under inference_mode would be an inference tensor, which autograd
+    # refuses to save; the cache must serve training calls too.
+    with torch.inference_mode(False):
+        matrix = torch.ones(1, 1, dtype=torch.float64)
+        for size_in, size_out in zip(grid_in, grid_out):
+            matrix = torch.kron(matrix, _resize_matrix_1d(size_in, size_out))
+        return matrix.to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=256)
+_cached_resize_matrix = functools.lru_cache(maxsize=256)(_build_resize_matrix)
+
+
 def resize_matrix(grid_in: Grid, grid_out: Grid, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(prod(grid_out), prod(grid_in)) matrix of the separable antialiased linear resize.
 
@@ -54,7 +58,11 @@ def resize_matrix(grid_in: Grid, grid_out: Grid, device: torch.device, dtype: to
     """
     if len(grid_in) != len(grid_out):
         raise ValueError(f"cannot resize a {len(grid_in)}-D grid {grid_in} to a {len(grid_out)}-D grid {grid_out}")
-    return _resize_matrix_cpu(tuple(grid_in), tuple(grid_out)).to(device=device, dtype=dtype)
+    if torch.compiler.is_compiling():
+        # torch.compile/export trace with fake tensors: caching one would poison later eager calls,
+        # and in a compiled graph the matrix is a constant anyway.
+        return _build_resize_matrix(tuple(grid_in), tuple(grid_out), device, dtype)
+    return _cached_resize_matrix(tuple(grid_in), tuple(grid_out), device, dtype)
 
 
 def resize_tokens(tokens: Tensor, grid_in: Grid, grid_out: Grid) -> Tensor:
@@ -157,6 +165,27 @@ class BidirectionalCrossAttention(nn.Module):
         """Update for the lookup tokens from compressed tokens through A^T, shape (B, N, D)."""
         v = _split_heads(self.infuse_value(compressed), self.num_heads)
         return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ v))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention: queries (B, M, D) read a context (B, N, D) and the context is not updated."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.query = nn.Linear(dim, dim, bias=qkv_bias)
+        self.key_value = nn.Linear(dim, 2 * dim, bias=qkv_bias)  # one GEMM over the N context tokens
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, queries: Tensor, context: Tensor) -> Tensor:
+        """Update for the queries, shape (B, M, D)."""
+        q = _split_heads(self.query(queries), self.num_heads)
+        batch, tokens, dim = context.shape
+        kv = self.key_value(context).view(batch, tokens, 2, self.num_heads, dim // self.num_heads)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
 # --------------------------------------------------------------------------------------------
