@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lookupvit import LookupViT, load_model, save_model
+from lookupvit import LookupViT, analytic_flops, load_model, measured_flops, save_model
 
 from .conftest import randomize_
 from .test_model import assert_every_parameter_is_trained
@@ -87,3 +87,13 @@ def test_ablations_round_trip_through_checkpoints(small_config, tmp_path):
 def test_unknown_compressed_init_is_refused(small_config):
     with pytest.raises(ValueError, match="compressed_init must be one of"):
         dataclasses.replace(small_config, compressed_init="random")
+
+
+@pytest.mark.parametrize(
+    "switches", [dict(use_lookup_tokens=False), dict(infuse=False), dict(compressed_init="learned")], ids=["no-lookup", "no-infuse", "learned"]
+)
+@pytest.mark.parametrize("grid", [None, (2, 4)])
+def test_ablation_flops_are_counted_exactly(small_config, switches, grid):
+    config = dataclasses.replace(small_config, **switches)
+    assert analytic_flops(config, grid=grid) == measured_flops(config, grid=grid)
+    assert analytic_flops(config, grid=grid) < analytic_flops(small_config, grid=grid)

@@ -2,7 +2,18 @@
 
 from .checkpoint import load_model, load_weights, save_model
 from .flops import analytic_flops, measured_flops
-from .models import LookupViT, LookupViTConfig, LookupViTOutput, ViT, ViTConfig, ViTOutput
+from .models import (
+    LookupViT,
+    LookupViTConfig,
+    LookupViTOutput,
+    Perceiver,
+    PerceiverConfig,
+    TokenLearnerConfig,
+    TokenLearnerViT,
+    ViT,
+    ViTConfig,
+    ViTOutput,
+)
 from .registry import build_model, create_model, list_models, model_config
 
 __version__ = "0.1.0"
@@ -11,6 +22,10 @@ __all__ = [
     "LookupViT",
     "LookupViTConfig",
     "LookupViTOutput",
+    "Perceiver",
+    "PerceiverConfig",
+    "TokenLearnerConfig",
+    "TokenLearnerViT",
     "ViT",
     "ViTConfig",
     "ViTOutput",

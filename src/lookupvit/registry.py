@@ -1,8 +1,9 @@
 """Named variants: `create_model("lookupvit_b16")`, `list_models("vit_*")`.
 
-Names are `{arch}_{size}{patch}`. Widths and depths follow the ViT papers (Ti/S/B/L/H); `nano` and
-`micro` are sized for 28-64 px inputs and default to 1 channel and 10 classes (Fashion-MNIST with
-patch 2 gives the paper's 14x14 lookup grid); override `in_chans`/`num_classes` for other data.
+Names are `{arch}_{size}{patch}`, arch one of lookupvit, vit and the baselines tokenlearner and
+perceiver. Widths and depths follow the ViT papers (Ti/S/B/L/H); `nano` and `micro` are sized for
+28-64 px inputs and default to 1 channel and 10 classes (Fashion-MNIST with patch 2 gives the
+paper's 14x14 lookup grid); override `in_chans`/`num_classes` for other data.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import fnmatch
 
 from torch import nn
 
-from .models import LookupViT, LookupViTConfig, ViT, ViTConfig
+from .models import LookupViT, LookupViTConfig, Perceiver, PerceiverConfig, TokenLearnerConfig, TokenLearnerViT, ViT, ViTConfig
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type[ViTConfig]]] = {
     "lookupvit": (LookupViT, LookupViTConfig),
     "vit": (ViT, ViTConfig),
+    # baselines that also spend their compute on a few tokens
+    "tokenlearner": (TokenLearnerViT, TokenLearnerConfig),
+    "perceiver": (Perceiver, PerceiverConfig),
 }
 
 # size -> (embed_dim, depth, num_heads, default image size, patch sizes)
@@ -68,7 +72,7 @@ def model_config(name: str, **overrides) -> ViTConfig:
 
 
 def build_model(config: ViTConfig) -> nn.Module:
-    """The model a config describes (LookupViTConfig -> LookupViT, ViTConfig -> ViT)."""
+    """The model a config describes (LookupViTConfig -> LookupViT, ViTConfig -> ViT, ...), by exact config type."""
     for model_cls, config_cls in ARCHITECTURES.values():
         if type(config) is config_cls:
             return model_cls(config)

@@ -1,0 +1,111 @@
+"""TokenLearner v1.1 baseline (Ryoo et al., 2021): a ViT that learns S tokens from its N patch tokens part way up.
+
+Shapes: B batch, N patch tokens, S learned tokens, D width. The first blocks run on N tokens,
+the TokenLearner module pools them to S, and the remaining blocks run on S tokens only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
+from .common import ViTConfig, check_images, init_position_embedding
+from .vit import ViTOutput
+
+
+@dataclass
+class TokenLearnerConfig(ViTConfig):
+    num_learned_tokens: int = 8
+    tokenlearner_at: float = 0.5  # fraction of the depth after which the module sits; the paper uses 0.5 or 0.75
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_learned_tokens < 1:
+            raise ValueError(f"num_learned_tokens must be at least 1, got {self.num_learned_tokens}")
+        if not 0.0 <= self.tokenlearner_at <= 1.0:
+            raise ValueError(f"tokenlearner_at must be a fraction of the depth in [0, 1], got {self.tokenlearner_at}")
+
+    @property
+    def blocks_before_tokenlearner(self) -> int:
+        """ViT blocks on the N patch tokens; the fraction is rounded half up (0.5 of 12 -> 6, 0.75 of 12 -> 9)."""
+        return int(self.depth * self.tokenlearner_at + 0.5)
+
+
+class TokenLearner(nn.Module):
+    """(B, N, D) -> (B, S, D): each learned token is a softmax-weighted average of the input tokens.
+
+    v1.1: the weights come from an MLP on the layer-normed tokens (N x S logits, softmax over N) and
+    mix the un-normed input tokens. The MLP's hidden width is D here for simplicity; at about N D^2
+    multiply-accumulates it costs under a tenth of one ViT block at N tokens.
+    """
+
+    def __init__(self, dim: int, num_tokens: int, hidden_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, num_tokens)
+
+    def attention(self, tokens: Tensor) -> Tensor:
+        """Pooling weights (B, S, N); each row sums to 1 over the N input tokens."""
+        logits = self.fc2(F.gelu(self.fc1(self.norm(tokens))))  # (B, N, S)
+        return torch.softmax(logits.transpose(1, 2), dim=-1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.attention(tokens) @ tokens
+
+
+class TokenLearnerViT(nn.Module):
+    """Patch embedding, ViT blocks on N tokens, TokenLearner to S tokens, ViT blocks on S tokens, average-pool head.
+
+    The output's `tokens` are the S learned tokens after the final norm and its `grid` is the patch
+    grid they were learned from (the S tokens have no spatial layout).
+    """
+
+    def __init__(self, config: TokenLearnerConfig):
+        super().__init__()
+        self.config = config
+        dim = config.embed_dim
+        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, dim)
+        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], dim)
+        # One list, as in ViT, so that stochastic depth grows over the whole depth; the module sits inside it.
+        self.blocks = nn.ModuleList(
+            ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate)
+            for rate in drop_path_rates(config.drop_path_rate, config.depth)
+        )
+        self.token_learner = TokenLearner(dim, config.num_learned_tokens, hidden_dim=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, config.num_classes)
+        self.apply(init_weights)
+
+    @property
+    def num_features(self) -> int:
+        return self.config.embed_dim
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.config.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes)
+        self.head.apply(init_weights)
+
+    def forward_features(self, images: Tensor) -> ViTOutput:
+        check_images(images, self.config.in_chans, self.config.patch_size)
+        tokens, grid = self.patch_embed(images)
+        tokens = tokens + resize_tokens(self.pos_embed, self.config.patch_grid, grid)
+        split = self.config.blocks_before_tokenlearner
+        for block in self.blocks[:split]:
+            tokens = block(tokens)
+        tokens = self.token_learner(tokens)
+        for block in self.blocks[split:]:
+            tokens = block(tokens)
+        tokens = self.norm(tokens)
+        pooled = tokens.mean(dim=1)
+        return ViTOutput(logits=self.head(pooled), pooled=pooled, tokens=tokens, grid=grid)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_features(images).logits
