@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from lookupvit.data import FASHION_MNIST_CLASSES, load_fashion_mnist, load_image_folder
+from lookupvit.data import FASHION_MNIST_CLASSES, ImageDataset, load_fashion_mnist, load_image_folder
 
 
 def test_fashion_mnist_is_the_real_dataset():
@@ -71,3 +71,15 @@ def test_download_verifies_and_fails_clearly_offline(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="Offline\\? On Debian/Ubuntu run `apt-get install dataset-fashion-mnist`"):
         data.load_fashion_mnist("test", root=tmp_path / "fm", download=True)
     assert not list((tmp_path / "fm").glob("*.partial"))
+
+
+def test_select_classes_keeps_and_relabels_only_those_classes():
+    dataset = ImageDataset(torch.arange(12, dtype=torch.uint8).view(6, 1, 1, 2), torch.tensor([0, 1, 2, 3, 2, 0]), ("a", "b", "c", "d"))
+    picked = dataset.select_classes([2, 0])
+    assert picked.classes == ("c", "a")
+    assert picked.labels.tolist() == [1, 0, 0, 1]  # images 0, 2, 4, 5 in their original order
+    assert picked.images[:, 0, 0, 0].tolist() == [0, 4, 8, 10]
+    assert dataset.select_classes(None) is dataset
+    for bad in ([4], [1, 1], []):
+        with pytest.raises(ValueError, match="distinct ids in 0..3"):
+            dataset.select_classes(bad)

@@ -26,6 +26,7 @@ class TrainConfig:
     download: bool = False
     image_size: int = 28  # for image folders; Fashion-MNIST is 28
     val_dataset: str | None = None  # folder datasets: a separate folder for evaluation
+    classes: list | None = None  # train and test on these class ids only, relabelled 0..k-1 (e.g. few-shot splits)
     train_subset: int | None = None  # use a random subset (quick runs, CI)
     test_subset: int | None = None
     # optimisation

@@ -55,6 +55,18 @@ class ImageDataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])
 
+    def select_classes(self, class_ids: list[int] | None) -> ImageDataset:
+        """Only the images of these classes, relabelled 0..k-1 in the given order (all for None)."""
+        if class_ids is None:
+            return self
+        unknown = sorted(set(class_ids) - set(range(len(self.classes))))
+        if unknown or len(set(class_ids)) != len(class_ids) or not class_ids:
+            raise ValueError(f"classes must be distinct ids in 0..{len(self.classes) - 1}, got {class_ids}")
+        relabel = torch.full((len(self.classes),), -1, dtype=torch.long)
+        relabel[torch.tensor(class_ids)] = torch.arange(len(class_ids))
+        keep = relabel[self.labels] >= 0
+        return ImageDataset(self.images[keep], relabel[self.labels[keep]], tuple(self.classes[i] for i in class_ids))
+
     def subset(self, count: int | None, seed: int = 0) -> ImageDataset:
         """A class-balanced-by-chance random subset of `count` items (all of them for None)."""
         if count is None or count >= len(self):

@@ -65,6 +65,7 @@ def load_datasets(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
         if config.val_dataset is None:
             raise ValueError("an image-folder dataset needs val_dataset=<folder> for evaluation")
         test_set = load_image_folder(config.val_dataset, size)
+    train_set, test_set = train_set.select_classes(config.classes), test_set.select_classes(config.classes)
     return train_set.subset(config.train_subset, config.seed), test_set.subset(config.test_subset, config.seed)
 
 
