@@ -176,3 +176,16 @@ def test_config_errors_are_clear(tmp_path):
         load_config(tmp_path / "missing.toml")
     with pytest.raises(ValueError, match="divisible by accum_steps"):
         train(tiny_config(tmp_path / "run", "batch_size=30", "accum_steps=4"), quiet=True)
+
+
+def test_compiled_training_matches_eager_training(tmp_path, monkeypatch):
+    import lookupvit.runtime
+    import lookupvit.train
+
+    # aot_eager traces forward and backward like inductor does, without minutes of C++ compilation.
+    monkeypatch.setattr(lookupvit.train, "compile_model", lambda module, num_grids: lookupvit.runtime.compile_model(module, num_grids, backend="aot_eager"))
+    torch._dynamo.reset()
+    eager = train(tiny_config(tmp_path / "eager", "epochs=1", "train_subset=96"), quiet=True)
+    compiled = train(tiny_config(tmp_path / "compiled", "epochs=1", "train_subset=96", "compile=true"), quiet=True)
+    assert_same_weights(final_weights(eager), final_weights(compiled), rtol=1e-4, atol=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1

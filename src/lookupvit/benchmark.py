@@ -1,22 +1,29 @@
-"""Throughput of LookupViT against ViT, measured in one process so the ratios survive a noisy machine.
+"""Speed and memory of LookupViT against ViT, measured in one process so the ratios survive a noisy machine.
 
-Each timed call alternates the two models (ViT, then every LookupViT grid) inside one loop, and
-reports the median, so a burst of load elsewhere hits both sides alike.
+Each timed call alternates the contenders (ViT, then every LookupViT grid) inside one loop and
+reports the median, so a burst of load elsewhere hits every side alike. Peak training memory is
+measured in a fresh child process per model (peak RSS on CPU, the allocator's peak on CUDA), so one
+model's allocations never count against another's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .flops import analytic_flops
-from .models import LookupViT
 from .registry import create_model
+from .train import ClassificationLoss
 
 
 def synchronize(device: torch.device) -> None:
@@ -59,75 +66,191 @@ def median_times(calls: dict[str, Callable[[], object]], device: torch.device, r
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+# --------------------------------------------------------------------------------------------
+# Contenders: ViT, LookupViT at each grid, timm's ViT when it can be imported
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Contender:
+    label: str  # "ViT", "timm ViT", or the LookupViT grid "5x5"
+    model: nn.Module
+    grid: int | None  # LookupViT's compressed grid; None for the ViTs
+    flops: int  # forward FLOPs of one image (2 x MACs)
+
+
+def timm_vit(size: str, image_size: int) -> nn.Module | None:
+    """timm's ViT of the same size with a GAP head, or None when timm cannot be imported.
+
+    timm imports torchvision, and installing that here would replace the pinned CPU torch with a CUDA
+    build, so on the project's CPU machines this is usually None; the bench says so.
+    """
+    try:
+        import timm
+    except Exception:  # ImportError, or torchvision failing inside timm's import
+        return None
+    names = {"ti16": "vit_tiny_patch16_224", "s16": "vit_small_patch16_224", "b16": "vit_base_patch16_224", "l16": "vit_large_patch16_224"}
+    if size not in names:
+        return None
+    return timm.create_model(names[size], pretrained=False, img_size=image_size, global_pool="avg", class_token=False, fc_norm=False)
+
+
+def contenders(size: str, image_size: int, grids: list[int], device: torch.device, with_timm: bool = True) -> list[Contender]:
+    torch.manual_seed(0)
+    vit = create_model(f"vit_{size}", img_size=image_size).to(device)
+    lookup = create_model(f"lookupvit_{size}", img_size=image_size).to(device)
+    found = [Contender("ViT", vit, None, analytic_flops(vit.config))]
+    reference = timm_vit(size, image_size) if with_timm else None
+    if reference is not None:
+        found.append(Contender("timm ViT", reference.to(device), None, found[0].flops))
+    found += [Contender(f"{g}x{g}", lookup, g, analytic_flops(lookup.config, grid=g)) for g in grids]
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+
 @dataclass
 class Row:
+    mode: str  # "inference" or "train step"
     image_size: int
     dtype: str
     batch: int
     model: str
     grid: str
     images_per_s: float
-    gflops: float  # per image, FLOPs = 2 x MACs
+    ms_per_batch: float
+    gflops: float  # per image and pass: forward FLOPs, x3 for a training step (backward ~ 2x forward)
     speedup: float  # images/s relative to ViT in the same loop
     flops_ratio: float  # ViT FLOPs / this model's FLOPs
     mfu: float  # achieved FLOP/s / GEMM peak of the same dtype
 
 
-def inference_rows(
-    size: str,
-    image_sizes: list[int],
-    grids: list[int],
-    dtypes: list[torch.dtype],
-    batch: int,
-    reps: int,
-    device: torch.device,
-    peaks: dict[torch.dtype, float],
-) -> Iterator[Row]:
-    """Rows of the inference table, one image size and dtype at a time (models rebuilt per size)."""
-    for image_size in image_sizes:
-        torch.manual_seed(0)
-        vit = create_model(f"vit_{size}", img_size=image_size).to(device).eval()
-        lookup = create_model(f"lookupvit_{size}", img_size=image_size).to(device).eval()
-        assert isinstance(lookup, LookupViT)
-        images = torch.randn(batch, 3, image_size, image_size, device=device)
-        flops = {"ViT": analytic_flops(vit.config)}
-        flops.update({f"{g}x{g}": analytic_flops(lookup.config, grid=g) for g in grids})
-        for dtype in dtypes:
+def _rows(mode: str, image_size: int, dtype: torch.dtype, batch: int, found: list[Contender], times: dict[str, float], peak: float, passes: int) -> Iterator[Row]:
+    vit = found[0]
+    for contender in found:
+        seconds = times[contender.label]
+        throughput = batch / seconds
+        yield Row(
+            mode=mode,
+            image_size=image_size,
+            dtype=str(dtype).removeprefix("torch."),
+            batch=batch,
+            model="LookupViT" if contender.grid else contender.label,
+            grid=contender.label if contender.grid else "-",
+            images_per_s=throughput,
+            ms_per_batch=1000 * seconds,
+            gflops=passes * contender.flops / 1e9,
+            speedup=times[vit.label] / seconds,
+            flops_ratio=vit.flops / contender.flops,
+            mfu=throughput * passes * contender.flops / peak,
+        )
 
-            def run(model, **kwargs):
-                def call():
-                    with torch.inference_mode(), autocast(device, dtype):
-                        model(images, **kwargs)
 
-                return call
+def inference_rows(found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float) -> Iterator[Row]:
+    images = torch.randn(batch, found[0].model.config.in_chans, image_size, image_size, device=device)
 
-            calls = {"ViT": run(vit)}
-            calls.update({f"{g}x{g}": run(lookup, grid=g) for g in grids})
-            times = median_times(calls, device, reps)
-            for name, seconds in times.items():
-                throughput = batch / seconds
-                yield Row(
-                    image_size=image_size,
-                    dtype=str(dtype).removeprefix("torch."),
-                    batch=batch,
-                    model="ViT" if name == "ViT" else "LookupViT",
-                    grid="-" if name == "ViT" else name,
-                    images_per_s=throughput,
-                    gflops=flops[name] / 1e9,
-                    speedup=times["ViT"] / seconds,
-                    flops_ratio=flops["ViT"] / flops[name],
-                    mfu=throughput * flops[name] / peaks[dtype],
-                )
+    def forward(contender: Contender) -> Callable[[], object]:
+        kwargs = {"grid": contender.grid} if contender.grid else {}
+
+        def call():
+            with torch.inference_mode(), autocast(device, dtype):
+                contender.model(images, **kwargs)
+
+        return call
+
+    for contender in found:
+        contender.model.eval()
+    times = median_times({c.label: forward(c) for c in found}, device, reps)
+    yield from _rows("inference", image_size, dtype, batch, found, times, peak, passes=1)
+
+
+def training_step(model: nn.Module, grid: int | None, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimizer step as training does it: both heads' CE for LookupViT, backward, AdamW."""
+    loss_fn = ClassificationLoss(model, 1.0, 1.0, label_smoothing=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    grid_arg = (grid, grid) if grid else None
+
+    def step(images: torch.Tensor, targets: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            loss, _ = loss_fn(images, targets, grid_arg)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _random_batch(batch: int, image_size: int, model: nn.Module, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.randn(batch, model.config.in_chans, image_size, image_size, device=device)
+    num_classes = model.config.num_classes
+    return images, F.one_hot(torch.arange(batch, device=device) % num_classes, num_classes).float()
+
+
+def training_rows(found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float) -> Iterator[Row]:
+    images, targets = _random_batch(batch, image_size, found[0].model, device)
+    calls = {}
+    for contender in found:
+        step = training_step(contender.model.train(), contender.grid, device, dtype)
+        calls[contender.label] = lambda step=step: step(images, targets)
+    times = median_times(calls, device, reps)
+    yield from _rows("train step", image_size, dtype, batch, found, times, peak, passes=3)
+
+
+# --------------------------------------------------------------------------------------------
+# Peak memory of a training step, one fresh process per model
+# --------------------------------------------------------------------------------------------
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"/proc/self/status has no {field}; peak memory needs Linux on CPU")
+
+
+def _peak_training_memory_child(name: str, image_size: int, grid: int | None, batch: int, dtype_name: str, device_name: str) -> int:
+    device, dtype = torch.device(device_name), getattr(torch, dtype_name)
+    if device.type == "cpu":
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # reset the peak-RSS mark, so importing torch does not count
+    baseline = _status_bytes("VmRSS") if device.type == "cpu" else 0
+    model = create_model(name, img_size=image_size).to(device).train()
+    step = training_step(model, grid, device, dtype)
+    # A batch of one first creates AdamW's state cheaply, so the measured step holds weights,
+    # gradients, optimizer state and activations at once, as every later step of a run does.
+    step(*_random_batch(1, image_size, model, device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step(*_random_batch(batch, image_size, model, device))
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return _status_bytes("VmHWM") - baseline
+
+
+def peak_training_memory(name: str, image_size: int, grid: int | None, batch: int, dtype: torch.dtype, device: torch.device) -> int:
+    """Peak bytes of one training step of a registered model (weights, grads, AdamW state, activations).
+
+    On CPU: the child's peak resident memory above what it held after importing torch; on CUDA:
+    the caching allocator's peak over the step.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        job = pool.submit(_peak_training_memory_child, name, image_size, grid, batch, str(dtype).removeprefix("torch."), str(device))
+        return job.result()
 
 
 def format_row(row: Row) -> str:
     return (
-        f"| {row.image_size} | {row.dtype} | {row.batch} | {row.model} | {row.grid} | {row.images_per_s:8.2f} | "
-        f"{row.gflops:6.1f} | {row.speedup:5.2f}x | {row.flops_ratio:5.2f}x | {100 * row.mfu:4.0f}% |"
+        f"| {row.mode} | {row.image_size} | {row.dtype} | {row.batch} | {row.model} | {row.grid} | {row.images_per_s:8.2f} | "
+        f"{row.ms_per_batch:8.1f} | {row.gflops:6.1f} | {row.speedup:5.2f}x | {row.flops_ratio:5.2f}x | {100 * row.mfu:4.0f}% |"
     )
 
 
 TABLE_HEADER = (
-    "| px | dtype | batch | model | grid | images/s | GFLOPs | speedup vs ViT | FLOPs ratio | MFU |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| pass | px | dtype | batch | model | grid | images/s | ms/batch | GFLOPs | speedup vs ViT | FLOPs ratio | MFU |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )

@@ -91,10 +91,65 @@ def cmd_bench(args: argparse.Namespace) -> None:
     peaks = {dtype: benchmark.gemm_peak(device, dtype) for dtype in dtypes}
     for dtype, peak in peaks.items():
         print(f"GEMM peak ({str(dtype).removeprefix('torch.')}, 2048^3): {peak / 1e9:.0f} GFLOP/s")
-    print()
+    if benchmark.timm_vit(args.size, 224) is None:
+        print(f"timm's ViT ({args.size}): not importable here (timm needs torchvision), so no timm row")
+    print(f"\nvit_{args.size} vs lookupvit_{args.size}; speedup and FLOPs ratio are against ViT in the same loop\n")
     print(benchmark.TABLE_HEADER)
-    for row in benchmark.inference_rows(args.size, args.image_size, args.grid, dtypes, args.batch, args.reps, device, peaks):
-        print(benchmark.format_row(row), flush=True)
+    rows = []
+    for image_size in args.image_size:
+        found = benchmark.contenders(args.size, image_size, args.grid, device)
+        for dtype in dtypes:
+            for batch in args.batch:
+                for row in benchmark.inference_rows(found, image_size, dtype, batch, args.reps, device, peaks[dtype]):
+                    rows.append(row)
+                    print(benchmark.format_row(row), flush=True)
+    for image_size in args.train_image_size:
+        found = benchmark.contenders(args.size, image_size, args.grid, device)
+        for dtype in dtypes:
+            for row in benchmark.training_rows(found, image_size, dtype, args.batch[0], args.reps, device, peaks[dtype]):
+                rows.append(row)
+                print(benchmark.format_row(row), flush=True)
+    if len(dtypes) > 1:
+        print(f"\nThroughput of {dtypes[1]} autocast over {dtypes[0]}, LookupViT (ViT beside it)\n")
+        print("| pass | px | batch | grid | LookupViT | ViT |")
+        print("|---|---|---|---|---|---|")
+        speed = {(r.mode, r.image_size, r.batch, r.grid, r.dtype): r.images_per_s for r in rows}
+        names = [str(d).removeprefix("torch.") for d in dtypes[:2]]
+        for (mode, image_size, batch, grid, dtype), value in speed.items():
+            if dtype == names[1] and grid != "-":
+                ratio = value / speed[(mode, image_size, batch, grid, names[0])]
+                vit_ratio = speed[(mode, image_size, batch, "-", names[1])] / speed[(mode, image_size, batch, "-", names[0])]
+                print(f"| {mode} | {image_size} | {batch} | {grid} | {ratio:.2f}x | {vit_ratio:.2f}x |")
+    if args.memory_image_size:
+        print(f"\nPeak memory of one training step (batch {args.batch[0]}, AdamW; each model in a fresh process)\n")
+        print("| px | dtype | model | grid | peak MiB | vs ViT |")
+        print("|---|---|---|---|---|---|")
+    for image_size in args.memory_image_size:
+        for dtype in dtypes:
+            vit_bytes = None
+            for grid in [None, *args.grid]:
+                name = f"{'lookupvit' if grid else 'vit'}_{args.size}"
+                peak_bytes = benchmark.peak_training_memory(name, image_size, grid, args.batch[0], dtype, device)
+                vit_bytes = vit_bytes or peak_bytes
+                label = f"{grid}x{grid}" if grid else "-"
+                model = "LookupViT" if grid else "ViT"
+                print(f"| {image_size} | {str(dtype).removeprefix('torch.')} | {model} | {label} | {peak_bytes / 2**20:.0f} | {peak_bytes / vit_bytes:.2f}x |", flush=True)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .checkpoint import load_model
+    from .export import export_onnx
+
+    model = load_model(args.model)
+    error = export_onnx(model, args.out, grid=args.grid)
+    checked = "onnxruntime not installed, not checked" if error is None else f"onnxruntime matches PyTorch, max relative error {error:.1e}"
+    print(f"wrote {args.out} ({checked})")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import reproduce
+
+    print(f"report: {reproduce(args.budget, args.out, args.device)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -184,11 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--image-size", nargs="+", type=int, default=[224, 384])
     bench.add_argument("--grid", nargs="+", type=int, default=[3, 5, 7, 10])
     bench.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
-    bench.add_argument("--batch", type=int, default=16)
+    bench.add_argument("--batch", nargs="+", type=int, default=[16, 1], help="inference batch sizes; the first is also the training batch")
+    bench.add_argument("--train-image-size", nargs="*", type=int, default=[224], help="image sizes for the training-step table (none: skip)")
+    bench.add_argument("--memory-image-size", nargs="*", type=int, default=[384], help="image sizes for peak training memory (none: skip)")
     bench.add_argument("--reps", type=int, default=3)
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=cmd_bench)
+
+    export = commands.add_parser("export", help="ONNX file of a trained model at one compressed grid, checked with onnxruntime")
+    export.add_argument("model", help="a .safetensors model file written by lookupvit")
+    export.add_argument("--grid", type=parse_grid, default=None, help="compressed grid baked into the graph (default: the model's)")
+    export.add_argument("--out", default="model.onnx")
+    export.set_defaults(func=cmd_export)
+
+    reproduce = commands.add_parser("reproduce", help="the paper's claims at small scale: baselines, ablations, multi-res, robustness, few-shot")
+    reproduce.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: minutes, checks the pipeline; full: the documented run (about 1.5 h on 2 cores)")
+    reproduce.add_argument("--out", default="runs/reproduce", help="results folder; a rerun skips finished experiments and resumes training")
+    reproduce.add_argument("--device", default="auto")
+    reproduce.set_defaults(func=cmd_reproduce)
 
     train = commands.add_parser("train", help="train (or resume) a run; runs under torchrun for several processes")
     train.add_argument("--config", help="TOML file whose top-level keys are TrainConfig fields (see configs/)")

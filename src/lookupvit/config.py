@@ -42,6 +42,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.0  # 0 disables
     amp: str = "bf16"  # "bf16" autocast or "fp32"
+    compile: bool = False  # torch.compile the training step: one graph per grid in `grids`, compiled on first use
     # LookupViT
     grids: list = field(default_factory=lambda: [2, 3, 4, 5, 6, 7])  # sampled uniformly per batch; one entry = fixed grid
     eval_grids: list = field(default_factory=lambda: [2, 3, 4, 5, 6, 7, 10, 14])

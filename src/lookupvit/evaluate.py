@@ -17,6 +17,20 @@ def _topk_correct(logits: Tensor, labels: Tensor, k: int) -> int:
     return (logits.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1).sum().item()
 
 
+def logits_and_features(model: nn.Module, images: Tensor, grid: int | tuple[int, int] | None) -> tuple[dict[str, Tensor], Tensor]:
+    """Logits of every head ({"compressed", "lookup", "average"}; ViT-like models: {"average"}) and the pooled features.
+
+    LookupViT's features are its pooled compressed and lookup tokens concatenated (B, 2D): both
+    heads are trained on them, so a probe or a distance sees everything the heads see.
+    """
+    if isinstance(model, LookupViT):
+        output = model.forward_features(images, grid=grid)
+        logits = {"compressed": output.compressed_logits, "lookup": output.lookup_logits, "average": output.logits}
+        return logits, torch.cat([output.compressed_pooled, output.lookup_pooled], dim=1)
+    output = model.forward_features(images)
+    return {"average": output.logits}, output.pooled
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -33,21 +47,18 @@ def evaluate(
     is_lookup = isinstance(model, LookupViT)
     image_size = tuple(dataset.images.shape[-2:])
     for grid in grids if is_lookup else [None]:
-        correct = {head: [0, 0] for head in (HEADS if is_lookup else ("average",))}
-        resolved = None
+        correct: dict[str, list[int]] = {}
         for start in range(0, len(dataset), batch_size):
             images = normalization(dataset.images[start : start + batch_size].to(device))
             labels = dataset.labels[start : start + batch_size].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                if is_lookup:
-                    output = model.forward_features(images, grid=grid)
-                    resolved = output.compressed_grid
-                    logits = {"compressed": output.compressed_logits, "lookup": output.lookup_logits, "average": output.logits}
-                else:
-                    logits = {"average": model(images)}
+                logits, _ = logits_and_features(model, images, grid)
             for head, values in logits.items():
-                correct[head][0] += _topk_correct(values.float(), labels, 1)
-                correct[head][1] += _topk_correct(values.float(), labels, 5)
+                counts = correct.setdefault(head, [0, 0])
+                counts[0] += _topk_correct(values.float(), labels, 1)
+                counts[1] += _topk_correct(values.float(), labels, 5)
+        lookup_grid = (image_size[0] // model.config.patch_size, image_size[1] // model.config.patch_size)
+        resolved = model.resolve_grid(grid, lookup_grid) if is_lookup else None
         row = {"grid": list(resolved) if resolved else None, "gflops": analytic_flops(model.config, image_size, resolved) / 1e9}
         row.update({head: {"top1": c1 / len(dataset), "top5": c5 / len(dataset)} for head, (c1, c5) in correct.items()})
         rows.append(row)

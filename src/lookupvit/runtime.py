@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -13,6 +14,18 @@ def pick_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
     return device
+
+
+def compile_model(model: nn.Module, num_grids: int = 1, backend: str = "inductor") -> nn.Module:
+    """torch.compile with room for one cached graph per compressed grid.
+
+    The grid fixes every token count, so each grid gets its own static graph (a few seconds of
+    compile each, then no recompiles). Dynamo keeps 8 graphs per function by default and falls back
+    to eager beyond that; multi-resolution training over more grids raises the limit instead.
+    """
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, num_grids + 1)
+    return torch.compile(model, backend=backend)
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -32,7 +32,7 @@ from .data import ImageDataset, load_fashion_mnist, load_image_folder
 from .evaluate import evaluate
 from .models import LookupViT
 from .registry import create_model
-from .runtime import pick_device
+from .runtime import compile_model, pick_device
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -254,6 +254,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     if info.world_size > 1:
         unused = is_lookup and 0 in (config.compressed_loss_weight, config.lookup_loss_weight)
         wrapped = DistributedDataParallel(wrapped, find_unused_parameters=unused)
+    if config.compile:
+        wrapped = compile_model(wrapped, num_grids=len(config.grids))
     augment_config = config.augment_config()
     metrics_file = out / "metrics.jsonl"
     eval_model = ema if ema is not None else model
