@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator

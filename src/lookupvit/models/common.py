@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..layers import init_weights
+
 
 def as_grid(value: int | tuple[int, ...] | list[int], name: str = "grid", dims: int = 2) -> tuple[int, ...]:
     """An int or a sequence of `dims` positive ints as a tuple, or a ValueError/TypeError saying why not."""
@@ -80,3 +82,25 @@ def check_images(images: object, in_chans: int, patch_size: int) -> None:
 def init_position_embedding(num_tokens: int, dim: int) -> torch.nn.Parameter:
     """Learned position embedding, normal with std 1/sqrt(dim) as in big_vision."""
     return torch.nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)
+
+
+class SingleHeadClassifier(torch.nn.Module):
+    """The timm-style API of the one-head models (ViT and the baselines); subclasses set `config` and `head`."""
+
+    config: ViTConfig
+    head: torch.nn.Linear
+
+    @property
+    def num_features(self) -> int:
+        return self.config.embed_dim
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.config.num_classes = num_classes
+        self.head = torch.nn.Linear(self.num_features, num_classes)
+        self.head.apply(init_weights)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_features(images).logits

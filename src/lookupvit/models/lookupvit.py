@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..layers import BidirectionalCrossAttention, DropPath, Mlp, PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
+from ..layers import (
+    BidirectionalCrossAttention,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    ViTBlock,
+    drop_path_rates,
+    init_weights,
+    resize_tokens,
+)
 from .common import ViTConfig, as_grid, check_images, init_position_embedding
 
 HEAD_CHOICES = ("average", "compressed", "lookup")

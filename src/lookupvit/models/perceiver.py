@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import CrossAttention, DropPath, PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
-from .common import ViTConfig, check_images, init_position_embedding
+from .common import SingleHeadClassifier, ViTConfig, check_images, init_position_embedding
 from .vit import ViTOutput
 
 
@@ -43,7 +43,7 @@ class PerceiverBlock(nn.Module):
         return self.latent_block(latents)
 
 
-class Perceiver(nn.Module):
+class Perceiver(SingleHeadClassifier):
     """Patch embedding, a learned latent array, `depth` Perceiver blocks, average-pool head.
 
     Every block has its own cross-attention to the patch tokens (the original Perceiver has a few,
@@ -68,18 +68,9 @@ class Perceiver(nn.Module):
         # Normal with std 0.02; init_weights touches only linears, convolutions and norms.
         self.latents = nn.Parameter(torch.randn(config.num_latents, dim) * 0.02)
 
-    @property
-    def num_features(self) -> int:
-        return self.config.embed_dim
-
     def no_weight_decay(self) -> set[str]:
         # The latents are learned input tokens, treated like LookupViT's learned compressed tokens.
         return {"pos_embed", "latents"}
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.config.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
-        self.head.apply(init_weights)
 
     def forward_features(self, images: Tensor) -> ViTOutput:
         check_images(images, self.config.in_chans, self.config.patch_size)
@@ -91,6 +82,3 @@ class Perceiver(nn.Module):
         latents = self.norm(latents)
         pooled = latents.mean(dim=1)
         return ViTOutput(logits=self.head(pooled), pooled=pooled, tokens=latents, grid=grid)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.forward_features(images).logits

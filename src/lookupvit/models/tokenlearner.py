@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
-from .common import ViTConfig, check_images, init_position_embedding
+from .common import SingleHeadClassifier, ViTConfig, check_images, init_position_embedding
 from .vit import ViTOutput
 
 
@@ -58,7 +58,7 @@ class TokenLearner(nn.Module):
         return self.attention(tokens) @ tokens
 
 
-class TokenLearnerViT(nn.Module):
+class TokenLearnerViT(SingleHeadClassifier):
     """Patch embedding, ViT blocks on N tokens, TokenLearner to S tokens, ViT blocks on S tokens, average-pool head.
 
     The output's `tokens` are the S learned tokens after the final norm and its `grid` is the patch
@@ -81,18 +81,6 @@ class TokenLearnerViT(nn.Module):
         self.head = nn.Linear(dim, config.num_classes)
         self.apply(init_weights)
 
-    @property
-    def num_features(self) -> int:
-        return self.config.embed_dim
-
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed"}
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.config.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
-        self.head.apply(init_weights)
-
     def forward_features(self, images: Tensor) -> ViTOutput:
         check_images(images, self.config.in_chans, self.config.patch_size)
         tokens, grid = self.patch_embed(images)
@@ -106,6 +94,3 @@ class TokenLearnerViT(nn.Module):
         tokens = self.norm(tokens)
         pooled = tokens.mean(dim=1)
         return ViTOutput(logits=self.head(pooled), pooled=pooled, tokens=tokens, grid=grid)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.forward_features(images).logits

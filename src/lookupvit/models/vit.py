@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..layers import PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
-from .common import ViTConfig, check_images, init_position_embedding
+from .common import SingleHeadClassifier, ViTConfig, check_images, init_position_embedding
 
 
 @dataclass
@@ -18,7 +18,7 @@ class ViTOutput:
     grid: tuple[int, int]
 
 
-class ViT(nn.Module):
+class ViT(SingleHeadClassifier):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.config = config
@@ -33,18 +33,6 @@ class ViT(nn.Module):
         self.head = nn.Linear(dim, config.num_classes)
         self.apply(init_weights)
 
-    @property
-    def num_features(self) -> int:
-        return self.config.embed_dim
-
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed"}
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.config.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
-        self.head.apply(init_weights)
-
     def forward_features(self, images: Tensor) -> ViTOutput:
         check_images(images, self.config.in_chans, self.config.patch_size)
         tokens, grid = self.patch_embed(images)
@@ -54,6 +42,3 @@ class ViT(nn.Module):
         tokens = self.norm(tokens)
         pooled = tokens.mean(dim=1)
         return ViTOutput(logits=self.head(pooled), pooled=pooled, tokens=tokens, grid=grid)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.forward_features(images).logits
