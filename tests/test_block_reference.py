@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -64,10 +65,12 @@ def relative_error(actual, expected):
     return ((actual - expected).norm() / expected.norm()).item()
 
 
-def test_block_matches_naive_float64_reimplementation():
+@pytest.mark.parametrize("reassociate", [False, True], ids=["paper-order", "reassociated"])
+def test_block_matches_naive_float64_reimplementation(reassociate):
     torch.manual_seed(0)
     dim, heads, num_compressed, num_lookup = 48, 6, 9, 49
     block = randomize_(LookupViTBlock(dim, heads, mlp_ratio=4.0, lookup_mlp_ratio=0.5, qkv_bias=True, drop_path=0.0)).double().eval()
+    block.cross_attn.reassociate = reassociate
     compressed = torch.randn(3, num_compressed, dim, dtype=torch.float64)
     lookup = torch.randn(3, num_lookup, dim, dtype=torch.float64)
     params = dict(block.named_parameters())
@@ -83,9 +86,11 @@ def test_block_matches_naive_float64_reimplementation():
     assert relative_error(out_lookup, lookup) > 1e-2 and relative_error(out_compressed, compressed) > 1e-2
 
 
-def test_reverse_pass_reuses_forward_attention_unnormalised():
+@pytest.mark.parametrize("reassociate", [False, True], ids=["paper-order", "reassociated"])
+def test_reverse_pass_reuses_forward_attention_unnormalised(reassociate):
     torch.manual_seed(1)
     block = randomize_(LookupViTBlock(32, 4, 4.0, 0.5, True, 0.0)).double().eval()
+    block.cross_attn.reassociate = reassociate
     compressed = torch.randn(2, 4, 32, dtype=torch.float64)
     lookup = torch.randn(2, 30, 32, dtype=torch.float64)
     seen = {}
@@ -150,3 +155,27 @@ def test_full_model_matches_naive_forward(small_config):
     assert relative_error(output.lookup_logits, lookup_logits) < 1e-6
     assert relative_error(output.logits, (compressed_logits + lookup_logits) / 2) < 1e-6
     torch.testing.assert_close(model(images, grid=grid, head="compressed"), output.compressed_logits)
+
+
+def test_both_evaluation_orders_give_the_same_gradients():
+    torch.manual_seed(3)
+    block = randomize_(LookupViTBlock(24, 3, 4.0, 0.5, True, 0.0)).double()
+    compressed = torch.randn(2, 5, 24, dtype=torch.float64)
+    lookup = torch.randn(2, 20, 24, dtype=torch.float64)
+    grads = []
+    for reassociate in (False, True):
+        block.zero_grad()
+        block.cross_attn.reassociate = reassociate
+        out_compressed, out_lookup, _ = block(compressed, lookup)
+        (out_compressed.square().sum() + out_lookup.sin().sum()).backward()
+        grads.append({name: p.grad.clone() for name, p in block.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+
+
+def test_the_cheaper_order_is_picked_per_call():
+    from lookupvit.layers import BidirectionalCrossAttention
+
+    mhbc = BidirectionalCrossAttention(768, 12)  # B/16: N = 196 lookup tokens at 224 px
+    assert mhbc._reassociated(9, 196, 768) and mhbc._reassociated(49, 196, 768)
+    assert not mhbc._reassociated(100, 196, 768)  # 10x10: h M = 1200 > D, the paper's order is cheaper

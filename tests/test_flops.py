@@ -43,3 +43,13 @@ def test_flops_at_other_sizes_and_grids_stay_consistent():
         assert abs(measured_flops(config, image_size=image_size, grid=grid) - analytic) / analytic < 0.01
     vit_384 = analytic_flops(model_config("vit_b16", img_size=384))
     assert vit_384 / analytic_flops(config, grid=5) > 2.8  # the paper's "over 3x at 384"
+
+
+@pytest.mark.parametrize("reassociated", [True, None], ids=["reassociated", "as-executed"])
+def test_flops_of_the_reassociated_mhbc_order_are_counted_exactly(reassociated):
+    config = model_config("lookupvit_b16")
+    for grid in (3, 5, 7, 10):
+        assert analytic_flops(config, grid=grid, reassociated=reassociated) == measured_flops(config, grid=grid, reassociated=reassociated)
+    # up to 7x7 the model executes fewer FLOPs than the paper's order; at 10x10 it keeps the paper's order
+    assert analytic_flops(config, grid=5, reassociated=None) < 0.8 * analytic_flops(config, grid=5)
+    assert analytic_flops(config, grid=10, reassociated=None) == analytic_flops(config, grid=10)

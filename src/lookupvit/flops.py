@@ -11,6 +11,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from .layers import BidirectionalCrossAttention, reassociation_is_cheaper
 from .models import LookupViT, LookupViTConfig, PerceiverConfig, TokenLearnerConfig, ViTConfig
 from .models.common import as_grid
 from .registry import build_model
@@ -31,8 +32,14 @@ def _cross_attention_macs(queries: int, context: int, dim: int) -> int:
     return (2 * queries + 2 * context) * dim**2 + 2 * queries * context * dim
 
 
-def analytic_flops(config: ViTConfig, image_size: int | tuple[int, int] | None = None, grid: int | tuple[int, int] | None = None) -> int:
+def analytic_flops(
+    config: ViTConfig, image_size: int | tuple[int, int] | None = None, grid: int | tuple[int, int] | None = None, reassociated: bool | None = False
+) -> int:
     """Every matrix product of one forward pass of one image, counted by hand.
+
+    By default LookupViT is counted in the paper's evaluation order (eq. 6, Table 1). The model
+    itself runs MHBC in whichever order is cheaper for the call; `reassociated=None` counts what it
+    executes, True/False force an order.
 
     The block terms reduce to the paper's eq. 5 (ViT: 2N^2 D + 12 N D^2) and eq. 6 (LookupViT:
     (3NM + 2M^2) D + (4N + 15M) D^2) for mlp_ratio 4 and lookup_mlp_ratio 1/2; on top come the patch
@@ -51,8 +58,14 @@ def analytic_flops(config: ViTConfig, image_size: int | tuple[int, int] | None =
         lookup_hidden = int(dim * config.lookup_mlp_ratio)
         compressed_vit = _vit_block_macs(num_compressed, dim, mlp_hidden)
         if config.use_lookup_tokens:
-            gather = _cross_attention_macs(num_compressed, num_lookup, dim)
-            infuse = (num_compressed + num_lookup) * dim**2 + num_compressed * num_lookup * dim
+            if reassociated is None:
+                reassociated = reassociation_is_cheaper(num_compressed, num_lookup, dim, config.num_heads)
+            if reassociated:  # projections moved to the M side, see BidirectionalCrossAttention
+                gather = 4 * num_compressed * dim**2 + 2 * config.num_heads * num_compressed * num_lookup * dim
+                infuse = 2 * num_compressed * dim**2 + config.num_heads * num_compressed * num_lookup * dim
+            else:
+                gather = _cross_attention_macs(num_compressed, num_lookup, dim)
+                infuse = (num_compressed + num_lookup) * dim**2 + num_compressed * num_lookup * dim
             lookup_mlp = 2 * num_lookup * dim * lookup_hidden
             macs += depth * (gather + compressed_vit + (infuse + lookup_mlp if config.infuse else 0))
             macs += 2 * dim * config.num_classes  # two heads
@@ -79,8 +92,12 @@ def analytic_flops(config: ViTConfig, image_size: int | tuple[int, int] | None =
     return 2 * macs
 
 
-def measured_flops(config: ViTConfig, image_size: int | tuple[int, int] | None = None, grid: int | tuple[int, int] | None = None) -> int:
+def measured_flops(
+    config: ViTConfig, image_size: int | tuple[int, int] | None = None, grid: int | tuple[int, int] | None = None, reassociated: bool | None = False
+) -> int:
     """FLOPs counted by torch's FlopCounterMode over a real forward pass of one image.
+
+    `reassociated` sets LookupViT's MHBC evaluation order as in `analytic_flops` (default: the paper's).
 
     The model runs on the meta device (shapes only, no arithmetic), so even L/16 at 384 px costs
     milliseconds. FlopCounterMode has no formula for the fused CPU attention kernel, so attention
@@ -92,6 +109,9 @@ def measured_flops(config: ViTConfig, image_size: int | tuple[int, int] | None =
         # every module input that does, and under no_grad a view of a parameter (learned latents or
         # compressed tokens expanded over the batch) has none, which it refuses.
         model = build_model(config).eval().requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, BidirectionalCrossAttention):
+            module.reassociate = reassociated
     images = torch.empty(1, config.in_chans, height, width, device="meta")
     kwargs = {"grid": grid} if isinstance(model, LookupViT) else {}
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:

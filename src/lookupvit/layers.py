@@ -92,7 +92,9 @@ class PatchEmbed(nn.Module):
         """(B, C, *spatial) -> tokens (B, N, D) and the token grid."""
         features = self.proj(pixels)
         grid = tuple(features.shape[2:])
-        return features.flatten(2).transpose(1, 2), grid
+        # One copy here: a transposed view would keep its strides through every residual add and
+        # make each later LayerNorm and linear copy the N tokens again.
+        return features.flatten(2).transpose(1, 2).contiguous(), grid
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,6 +130,15 @@ class SelfAttention(nn.Module):
         return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
+def reassociation_is_cheaper(num_compressed: int, num_lookup: int, dim: int, num_heads: int) -> bool:
+    """Whether MHBC's reassociated order costs fewer multiply-accumulates than the paper's.
+
+    Per direction the paper's order costs N D^2 + M N D on the lookup side, the reassociated one
+    M D^2 + h M N D: cheaper while M (D + (h - 1) N) < N D, e.g. up to 7x7 for B/16 at 224 px.
+    """
+    return num_compressed * (dim + (num_heads - 1) * num_lookup) < num_lookup * dim
+
+
 class BidirectionalCrossAttention(nn.Module):
     """Multi-Head Bidirectional Cross-attention (MHBC) between compressed and lookup tokens.
 
@@ -135,6 +146,13 @@ class BidirectionalCrossAttention(nn.Module):
     post-softmax attention A (B, h, M, N). `infuse` (p->l): lookup tokens receive values projected
     from the (refined) compressed tokens, mixed by the same A transposed. No second query/key
     projection and no second softmax: that reuse is what makes the lookup path cost O(N M D).
+
+    Two evaluation orders compute the same function. The paper's order projects keys and values of
+    all N lookup tokens (2 N D^2 multiply-accumulates per direction). When h M is small against N,
+    it is cheaper to move the projections onto the M side instead: scores = (q_h W_k,h) x^T,
+    values = (A_h x) W_v,h^T, and p->l output = sum_h A_h^T (v_h W_proj,h), which never forms
+    per-head keys or values of the lookup tokens (no N x D projection, no head transposes).
+    `reassociate=None` picks the cheaper order per call; True/False force one (tests compare them).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, infuse: bool = True):
@@ -143,6 +161,7 @@ class BidirectionalCrossAttention(nn.Module):
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
+        self.reassociate: bool | None = None
         # l->p
         self.query = nn.Linear(dim, dim, bias=qkv_bias)
         self.key_value = nn.Linear(dim, 2 * dim, bias=qkv_bias)  # one GEMM over the N lookup tokens
@@ -152,19 +171,43 @@ class BidirectionalCrossAttention(nn.Module):
             self.infuse_value = nn.Linear(dim, dim, bias=qkv_bias)
             self.infuse_proj = nn.Linear(dim, dim)
 
+    def _reassociated(self, num_compressed: int, num_lookup: int, dim: int) -> bool:
+        if self.reassociate is not None:
+            return self.reassociate
+        return reassociation_is_cheaper(num_compressed, num_lookup, dim, self.num_heads)
+
     def gather(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor]:
         """Update for the compressed tokens and the attention A, shape (B, h, M, N)."""
-        q = _split_heads(self.query(compressed), self.num_heads)
-        batch, tokens, dim = lookup.shape
-        kv = self.key_value(lookup).view(batch, tokens, 2, self.num_heads, dim // self.num_heads)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-        attention = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-        return self.gather_proj(_merge_heads(attention @ v)), attention
+        batch, num_compressed, dim = compressed.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        q = self.query(compressed) * self.scale
+        if not self._reassociated(num_compressed, lookup.shape[1], dim):
+            kv = self.key_value(lookup).view(batch, -1, 2, heads, head_dim)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+            attention = torch.softmax(_split_heads(q, heads) @ k.transpose(-2, -1), dim=-1)
+            return self.gather_proj(_merge_heads(attention @ v)), attention
+        key_weight, value_weight = self.key_value.weight.view(2, heads, head_dim, dim).unbind(0)
+        # Queries mapped into the lookup tokens' space, (B, h, M, D). The key bias adds the same
+        # q_h . b_k,h to a whole row of scores, which the softmax ignores, so it is left out.
+        queries = torch.einsum("bmhe,hed->bhmd", q.view(batch, num_compressed, heads, head_dim), key_weight)
+        attention = torch.softmax(queries.flatten(1, 2) @ lookup.transpose(1, 2), dim=-1)  # (B, h M, N)
+        mixed = (attention @ lookup).view(batch, heads, num_compressed, dim)  # A_h x, (B, h, M, D)
+        values = torch.einsum("bhmd,hed->bmhe", mixed, value_weight).reshape(batch, num_compressed, dim)
+        if self.key_value.bias is not None:
+            values = values + self.key_value.bias[dim:]  # rows of A sum to 1: the value bias passes through
+        return self.gather_proj(values), attention.view(batch, heads, num_compressed, -1)
 
     def infuse(self, compressed: Tensor, attention: Tensor) -> Tensor:
         """Update for the lookup tokens from compressed tokens through A^T, shape (B, N, D)."""
-        v = _split_heads(self.infuse_value(compressed), self.num_heads)
-        return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ v))
+        batch, num_compressed, dim = compressed.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        v = self.infuse_value(compressed)
+        if not self._reassociated(num_compressed, attention.shape[-1], dim):
+            return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ _split_heads(v, heads)))
+        # Each head's values through its slice of the output projection, (B, h M, D), then one
+        # product with A^T sums the heads: no (B, h, N, d) tensor and no head merge on N tokens.
+        projected = torch.einsum("bmhe,dhe->bhmd", v.view(batch, num_compressed, heads, head_dim), self.infuse_proj.weight.view(dim, heads, head_dim))
+        return attention.flatten(1, 2).transpose(1, 2) @ projected.flatten(1, 2) + self.infuse_proj.bias
 
 
 class CrossAttention(nn.Module):
