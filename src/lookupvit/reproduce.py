@@ -1,0 +1,197 @@
+"""`lookupvit reproduce`: every claim of the paper that can be tested at small scale, on real Fashion-MNIST.
+
+All models share one recipe (the main job's) and one budget. The backbones learn the first five
+Fashion-MNIST classes; the other five are held out for few-shot transfer. Each experiment writes its
+own JSON under `out/results/` as soon as it is done, so an interrupted run loses at most the
+experiment in flight (and training itself resumes from its last checkpoint); a rerun skips what exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import atomic_write
+from .config import TrainConfig
+from .corruptions import corrupted_test_set
+from .evaluate import evaluate
+from .fewshot import extract_features, few_shot_accuracy
+from .report import load_trained
+from .robustness import corruption_results
+from .runtime import pick_device
+from .train import load_datasets, train
+
+BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
+TRANSFER_CLASSES = [5, 6, 7, 8, 9]  # sandal, shirt, sneaker, bag, ankle boot: never seen in training
+EVAL_GRIDS = [1, 2, 3, 4, 5, 6, 7]  # every grid of the 7x7 lookup grid
+ROBUSTNESS_GRIDS = [3, 5, 7]
+
+
+@dataclass(frozen=True)
+class Budget:
+    epochs: int
+    train_subset: int | None  # None: all 30,000 training images of the backbone classes
+    test_subset: int | None
+    robustness_images: int  # clean test images behind the 15 x 5 corrupted sets
+    seeds: tuple[int, ...]  # seeds of ViT and of the multi-resolution LookupViT (run-to-run spread)
+    shots: tuple[int, ...]
+    draws: int
+    probe_pool_images: int  # random training images of the held-out classes to draw shots from
+    probe_test_images: int | None
+
+
+BUDGETS = {
+    "quick": Budget(epochs=1, train_subset=512, test_subset=256, robustness_images=32, seeds=(0,), shots=(1, 5), draws=2, probe_pool_images=200, probe_test_images=200),
+    "full": Budget(epochs=5, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5, probe_pool_images=2000, probe_test_images=None),
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    group: str  # "compare" (ViT, LookupViT, baselines), "ablation" or "single-grid"
+    model: str
+    model_args: dict = field(default_factory=dict)
+    grids: tuple[int, ...] = (2, 3, 4, 5)
+    seed: int = 0
+    compressed_loss_weight: float = 1.0
+    lookup_loss_weight: float = 1.0
+
+    @property
+    def head(self) -> str:
+        """The head that was trained: a head without loss is not evaluated."""
+        if self.lookup_loss_weight == 0:
+            return "compressed"
+        return "lookup" if self.compressed_loss_weight == 0 else "average"
+
+
+def experiments(budget: Budget) -> list[Experiment]:
+    lookup = "lookupvit_nano4"
+    found = []
+    for seed in budget.seeds:
+        found.append(Experiment(f"vit-seed{seed}", "compare", "vit_nano4", seed=seed))
+        found.append(Experiment(f"lookupvit-seed{seed}", "compare", lookup, {"compressed_grid": 3}, seed=seed))
+    found += [
+        Experiment("tokenlearner-half", "compare", "tokenlearner_nano4", {"tokenlearner_at": 0.5, "num_learned_tokens": 8}),
+        Experiment("tokenlearner-3quarter", "compare", "tokenlearner_nano4", {"tokenlearner_at": 0.75, "num_learned_tokens": 8}),
+        Experiment("perceiver", "compare", "perceiver_nano4", {"num_latents": 9}),
+    ]
+    # Table 5 is about one fixed-grid model; ours is the 3x3 single-grid model, which also serves Fig. 5b.
+    fixed = {"compressed_grid": 3}
+    found += [Experiment(f"single-grid-{g}", "single-grid", lookup, {"compressed_grid": g}, grids=(g,)) for g in (2, 3, 4, 5)]
+    found += [
+        Experiment("no-lookup-tokens", "ablation", lookup, {**fixed, "use_lookup_tokens": False}, grids=(3,), lookup_loss_weight=0.0),
+        # as in the paper's chain of ablations, without p->l the loss is on the compressed tokens only
+        Experiment("no-mhbc-p2l", "ablation", lookup, {**fixed, "infuse": False}, grids=(3,), lookup_loss_weight=0.0),
+        Experiment("compressed-loss-only", "ablation", lookup, fixed, grids=(3,), lookup_loss_weight=0.0),
+        Experiment("lookup-loss-only", "ablation", lookup, fixed, grids=(3,), compressed_loss_weight=0.0),
+        Experiment("learned-compressed-tokens", "ablation", lookup, {**fixed, "compressed_init": "learned"}, grids=(3,)),
+    ]
+    return found
+
+
+def train_config(experiment: Experiment, budget: Budget, out: Path) -> TrainConfig:
+    """The main job's recipe (configs/fashion-mnist.toml) on the backbone classes, at this budget."""
+    return TrainConfig(
+        model=experiment.model,
+        model_args=dict(experiment.model_args),
+        classes=BACKBONE_CLASSES,
+        train_subset=budget.train_subset,
+        test_subset=budget.test_subset,
+        epochs=budget.epochs,
+        batch_size=64,
+        lr=1.5e-3,
+        warmup_epochs=0.3,
+        weight_decay=0.05,
+        label_smoothing=0.0,
+        amp="bf16",
+        grids=list(experiment.grids),
+        eval_grids=EVAL_GRIDS,
+        compressed_loss_weight=experiment.compressed_loss_weight,
+        lookup_loss_weight=experiment.lookup_loss_weight,
+        augment={"translate": 0.0, "rotate": 0.0, "shear": 0.0, "scale": 0.0, "erase": 0.0, "brightness": 0.0, "contrast": 0.0},
+        seed=experiment.seed,
+        out=str(out / "runs" / experiment.name),
+    )
+
+
+def transfer_sets(budget: Budget):
+    """A random pool of training images of the held-out classes (shots are drawn from it) and their test images."""
+    config = TrainConfig(classes=TRANSFER_CLASSES, train_subset=budget.probe_pool_images, test_subset=budget.probe_test_images)
+    return load_datasets(config)
+
+
+def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: torch.device, corrupted: dict, clean, transfer) -> dict:
+    config = train_config(experiment, budget, out)
+    start = time.perf_counter()
+    run = train(config)
+    train_seconds = time.perf_counter() - start
+    model, normalization, _ = load_trained(run / "model.safetensors", device)  # the last epoch: no model selection on test data
+    _, test_set = load_datasets(config)
+    result = {
+        "experiment": dataclasses.asdict(experiment),
+        "head": experiment.head,
+        "train_seconds_this_call": round(train_seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "eval": evaluate(model, test_set, normalization, EVAL_GRIDS, 500, device),
+    }
+    if experiment.group == "compare":
+        is_lookup = experiment.model.startswith("lookupvit")
+        grids = ROBUSTNESS_GRIDS if is_lookup else [None]
+        result["robustness"] = {
+            str(grid): corruption_results(model, clean.images, clean.labels, corrupted, normalization, device, grid, experiment.head) for grid in grids
+        }
+        pool, probe_test = transfer
+        result["few_shot"] = {}
+        for grid in grids:
+            pool_features = extract_features(model, pool.images, normalization, 500, device, grid)
+            test_features = extract_features(model, probe_test.images, normalization, 500, device, grid)
+            # the same draws for every model (seed 0), so the models are compared on identical shots
+            shots = few_shot_accuracy(pool_features, pool.labels, test_features, probe_test.labels, budget.shots, budget.draws, seed=0)
+            result["few_shot"][str(grid)] = {str(k): v for k, v in shots.items()}
+    return result
+
+
+def write_json(path: Path, value: object) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=1)))
+
+
+def reproduce(budget_name: str, out: str | Path, device_name: str = "auto") -> Path:
+    """Run (or finish) every experiment of the budget and write out/report.md; returns its path."""
+    if budget_name not in BUDGETS:
+        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    manifest = {"budget": budget_name, **dataclasses.asdict(budget)}
+    manifest_path = out / "budget.json"
+    if manifest_path.exists() and json.loads(manifest_path.read_text()) != json.loads(json.dumps(manifest)):
+        raise ValueError(f"{out} holds results of another budget; use another --out folder")
+    write_json(manifest_path, manifest)
+
+    base = TrainConfig(classes=BACKBONE_CLASSES, test_subset=budget.test_subset)
+    _, test_set = load_datasets(base)
+    clean = test_set.subset(budget.robustness_images, seed=0)
+    corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
+    transfer = transfer_sets(budget)
+
+    todo = experiments(budget)
+    for index, experiment in enumerate(todo, 1):
+        path = out / "results" / f"{experiment.name}.json"
+        if path.exists():
+            print(f"[{index}/{len(todo)}] {experiment.name}: done earlier, skipped")
+            continue
+        print(f"[{index}/{len(todo)}] {experiment.name}: {experiment.model} {experiment.model_args or ''}", flush=True)
+        result = run_experiment(experiment, budget, out, device, corrupted, clean, transfer)
+        result["hardware"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__, "device": str(device)}
+        write_json(path, result)
+
+    from .reproduce_report import write_reproduction_report
+
+    return write_reproduction_report(out)

@@ -1,0 +1,283 @@
+"""report.md and its plots for `lookupvit reproduce`, built only from the per-experiment JSON files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
+from .visualize import _pyplot
+
+# The paper's numbers, for orientation only (ImageNet-1k, B/16, 224 px; GFLOPs = 2 x MACs).
+PAPER_TABLE_1 = {"ViT": (78.6, 35.1), "TokenLearner 1/2": (75.7, 19.1), "TokenLearner 3/4": (77.5, 27.1), "Perceiver": (78.0, None),
+                 "LookupViT 3x3": (77.1, 12.9), "LookupViT 5x5": (79.1, 16.5), "LookupViT 7x7": (79.7, 21.9), "LookupViT 10x10": (80.2, 33.6)}
+PAPER_TABLE_5 = {"full model": 79.1, "no-lookup-tokens": 69.2, "no-mhbc-p2l": 69.7, "compressed-loss-only": 78.2,
+                 "lookup-loss-only": 78.4, "learned-compressed-tokens": 77.9}
+PAPER_TABLE_6 = {"ViT": [70.3, 64.1, 59.0, 49.9, 38.9], "TokenLearner 3/4": [69.0, 62.8, 57.9, 49.5, 39.5],
+                 "LookupViT 5x5": [70.6, 64.2, 58.6, 49.7, 38.8], "LookupViT 7x7": [72.0, 65.8, 60.7, 52.0, 41.6],
+                 "LookupViT 10x10": [72.9, 67.1, 62.2, 53.9, 43.6]}
+PAPER_TABLE_9_MEAN = {"ViT": {1: 63.4, 5: 80.0, 25: 86.2}, "LookupViT 10x10": {1: 69.8, 5: 82.2, 25: 86.8}}  # mean of 5 datasets
+
+LABELS = {"vit": "ViT", "lookupvit": "LookupViT", "tokenlearner-half": "TokenLearner 1/2", "tokenlearner-3quarter": "TokenLearner 3/4", "perceiver": "Perceiver"}
+
+
+def _load(out: Path) -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))}
+
+
+def _row(result: dict, grid: int | None) -> dict:
+    """The eval row at a compressed grid; models without one (ViT, baselines) have a single row."""
+    rows = result["eval"]
+    if rows[0]["grid"] is None:
+        return rows[0]
+    return next(r for r in rows if r["grid"] == [grid, grid])
+
+
+def _top1(result: dict, grid: int | None) -> float:
+    return 100 * _row(result, grid)[result["head"]]["top1"]
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _seeded(results: dict[str, dict], prefix: str) -> list[dict]:
+    return [r for name, r in results.items() if name.startswith(prefix + "-seed")]
+
+
+def write_reproduction_report(out: str | Path) -> Path:
+    out = Path(out)
+    results = _load(out)
+    budget = json.loads((out / "budget.json").read_text())
+    vits, lookups = _seeded(results, "vit"), _seeded(results, "lookupvit")
+    if not vits or not lookups:
+        raise FileNotFoundError(f"{out}/results has no ViT or LookupViT result yet; run `lookupvit reproduce` first")
+    hardware = next(iter(results.values()))["hardware"]
+    lines = [
+        "# LookupViT's claims at small scale: Fashion-MNIST, every model on one recipe",
+        "",
+        f"Budget `{budget['budget']}`: {budget['epochs']} epochs per model, training images "
+        f"{budget['train_subset'] or 'all 30,000'} of the classes t-shirt/top, trouser, pullover, dress, coat; "
+        f"test images {budget['test_subset'] or 'all 5,000'} of those classes. Seeds of ViT and LookupViT: {budget['seeds']}; "
+        f"the other models ran once (seed 0). Hardware: {hardware['cpu_count']} CPU cores ({hardware['machine']}), "
+        f"torch {hardware['torch']}, device {hardware['device']}. Models are the `nano4` size (D=96, 4 blocks, "
+        "3 heads, patch 4: a 7x7 lookup grid at 28 px; the paper's 14x14 at patch 2 is 3-4x slower per step and did not fit "
+        "the budget); recipe of `configs/fashion-mnist.toml` (AdamW, batch 64, lr 1.5e-3, bf16 autocast, flips). "
+        "Accuracies are of the last epoch's weights (no model selection on test data), top-1 in %, of the trained head "
+        "(averaged heads unless a loss was switched off). GFLOPs are per image, 2 x multiply-accumulates.",
+        "",
+        "The paper's numbers (ImageNet-1k, B/16) are beside ours for orientation only: the scale differs by orders of magnitude.",
+        "",
+    ]
+    lines += _comparison_section(results, vits, lookups, out)
+    lines += _ablation_section(results, lookups)
+    lines += _multires_section(results, lookups, out)
+    lines += _robustness_section(results, vits, lookups, out)
+    lines += _few_shot_section(results, vits, lookups)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _comparison_section(results, vits, lookups, out) -> list[str]:
+    vit_acc = [_top1(r, None) for r in vits]
+    spread = [abs(a - b) for a, b in zip(vit_acc, vit_acc[1:])]
+    lines = ["## 1. Accuracy against compute: ViT, TokenLearner, Perceiver, LookupViT", "",
+             "| model | GFLOPs | top-1 (ours) | paper top-1 | paper GFLOPs |", "|---|---|---|---|---|"]
+    lines.append(f"| ViT | {_row(vits[0], None)['gflops']:.3f} | {_mean_std(vit_acc)} | {PAPER_TABLE_1['ViT'][0]} | {PAPER_TABLE_1['ViT'][1]} |")
+    for name in ("tokenlearner-half", "tokenlearner-3quarter", "perceiver"):
+        if name in results:
+            paper = PAPER_TABLE_1[LABELS[name]]
+            lines.append(f"| {LABELS[name]} | {_row(results[name], None)['gflops']:.3f} | {_top1(results[name], None):.2f} | {paper[0]} | {paper[1] or '-'} |")
+    for grid in (1, 2, 3, 4, 5, 6, 7):
+        accuracies = [_top1(r, grid) for r in lookups]
+        paper = PAPER_TABLE_1.get(f"LookupViT {grid}x{grid}", ("-", "-"))
+        lines.append(f"| LookupViT {grid}x{grid} | {_row(lookups[0], grid)['gflops']:.3f} | {_mean_std(accuracies)} | {paper[0]} | {paper[1]} |")
+    lines += ["", "LookupViT here is one multi-resolution model (trained on grids 2-5) evaluated at every grid; ± is the standard deviation over seeds.", ""]
+    if len(vits) > 1:
+        lookup_spread = [abs(_top1(a, 3) - _top1(b, 3)) for a, b in zip(lookups, lookups[1:])]
+        lines += [f"Run-to-run spread (|seed 0 − seed 1|): ViT {max(spread):.2f} points, LookupViT 3x3 {max(lookup_spread):.2f} points.", ""]
+    _plot_accuracy_vs_flops(results, vits, lookups, out / "accuracy_vs_flops.png")
+    return lines + ["![accuracy vs GFLOPs](accuracy_vs_flops.png)", ""]
+
+
+def _ablation_section(results, lookups) -> list[str]:
+    reference = results.get("single-grid-3")
+    if reference is None:
+        return []
+    lines = ["## 2. Ablations (paper Table 5), each a config switch of the 3x3 single-grid model", "",
+             "| model | GFLOPs | top-1 (ours) | change | paper top-1 (5x5) |", "|---|---|---|---|---|"]
+    base = _top1(reference, 3)
+    lines.append(f"| full model (single grid 3x3) | {_row(reference, 3)['gflops']:.3f} | {base:.2f} | - | {PAPER_TABLE_5['full model']} |")
+    for name in ("no-lookup-tokens", "no-mhbc-p2l", "compressed-loss-only", "lookup-loss-only", "learned-compressed-tokens"):
+        if name in results:
+            accuracy = _top1(results[name], 3)
+            lines.append(f"| {name} ({results[name]['head']} head) | {_row(results[name], 3)['gflops']:.3f} | {accuracy:.2f} | {accuracy - base:+.2f} | {PAPER_TABLE_5[name]} |")
+    return lines + ["", "Without lookup tokens and without p->l the loss is on the compressed head only, as in the paper's chain of ablations.", ""]
+
+
+def _multires_section(results, lookups, out) -> list[str]:
+    singles = {int(name.rsplit("-", 1)[1]): r for name, r in results.items() if name.startswith("single-grid-")}
+    if not singles:
+        return []
+    grids = [1, 2, 3, 4, 5, 6, 7]
+    header = "| trained on | " + " | ".join(f"eval {g}x{g}" for g in grids) + " |"
+    lines = ["## 3. Multi-resolution training (paper Fig. 5b)", "", header, "|" + "---|" * (len(grids) + 1)]
+    lines.append("| grids 2-5, sampled per batch (seed 0) | " + " | ".join(f"{_top1(lookups[0], g):.2f}" for g in grids) + " |")
+    for trained, result in sorted(singles.items()):
+        lines.append(f"| grid {trained}x{trained} only | " + " | ".join(f"{_top1(result, g):.2f}" for g in grids) + " |")
+    _plot_multires(lookups[0], singles, grids, out / "multires.png")
+    return lines + ["", "![multi-resolution](multires.png)", ""]
+
+
+def _robustness_models(results, vits, lookups) -> dict[str, dict]:
+    """label -> robustness block; LookupViT at each evaluated grid, seed 0."""
+    models = {"ViT": vits[0]["robustness"]["None"]}
+    if "tokenlearner-3quarter" in results:
+        models["TokenLearner 3/4"] = results["tokenlearner-3quarter"]["robustness"]["None"]
+    if "perceiver" in results:
+        models["Perceiver"] = results["perceiver"]["robustness"]["None"]
+    for grid, block in lookups[0]["robustness"].items():
+        models[f"LookupViT {grid}x{grid}"] = block
+    return models
+
+
+def _robustness_section(results, vits, lookups, out) -> list[str]:
+    models = _robustness_models(results, vits, lookups)
+    baseline = models["ViT"]["accuracy"]
+    lines = ["## 4. Robustness to the 15 ImageNet-C corruptions x 5 severities (paper Tables 2/6, Fig. 4)", "",
+             "| model | clean | sev 1 | sev 2 | sev 3 | sev 4 | sev 5 | avg | mCE (ViT = 100) | mean error | paper sev 1-5 / avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, block in models.items():
+        per_severity = mean_accuracy_per_severity(block["accuracy"])
+        values = [100 * per_severity[s] for s in sorted(per_severity, key=int)]
+        paper = PAPER_TABLE_6.get(label)
+        paper_text = " / ".join(f"{v}" for v in paper) + f" / {sum(paper) / len(paper):.1f}" if paper else "-"
+        lines.append(
+            f"| {label} | {100 * block['clean']:.2f} | " + " | ".join(f"{v:.2f}" for v in values)
+            + f" | {sum(values) / len(values):.2f} | {100 * mean_corruption_error(block['accuracy'], baseline):.1f} "
+            f"| {100 * mean_corruption_error(block['accuracy']):.2f} | {paper_text} |"
+        )
+    corruptions = list(baseline)
+    lines += ["", "Accuracy averaged over severities, per corruption:", "",
+              "| model | " + " | ".join(corruptions) + " |", "|" + "---|" * (len(corruptions) + 1)]
+    for label, block in models.items():
+        lines.append(f"| {label} | " + " | ".join(f"{100 * sum(block['accuracy'][c].values()) / len(block['accuracy'][c]):.1f}" for c in corruptions) + " |")
+    lines += ["", "Normalised feature deviation ||F(x) − F(x_c)|| / ||F(x)|| (pooled features), mean per severity:", "",
+              "| model | " + " | ".join(f"sev {s}" for s in sorted(models['ViT']['deviation'], key=int)) + " |", "|" + "---|" * 6]
+    for label, block in models.items():
+        lines.append(f"| {label} | " + " | ".join(f"{block['deviation'][s]['mean']:.3f}" for s in sorted(block["deviation"], key=int)) + " |")
+    _plot_robustness(models, out / "robustness.png")
+    _plot_deviation_density(models, out / "feature_deviation.png")
+    return lines + ["", "Features are scaled differently in different models, so compare deviation between models with care; "
+                    "the paper reads it as the gap widening with severity.", "",
+                    "![robustness](robustness.png)", "", "![feature deviation](feature_deviation.png)", ""]
+
+
+def _few_shot_section(results, vits, lookups) -> list[str]:
+    shots = sorted(int(k) for k in vits[0]["few_shot"]["None"])
+    lines = ["## 5. Few-shot transfer to the 5 held-out classes (paper Table 9)", "",
+             "Ridge probes on frozen pooled features as in big_vision (l2 = 2^10), mean ± std over draws of the shots; "
+             "the same draws for every model. The backbones never saw sandal, shirt, sneaker, bag, ankle boot.", "",
+             "| model | " + " | ".join(f"{k}-shot" for k in shots) + " |", "|" + "---|" * (len(shots) + 1)]
+
+    def cells(block):
+        return " | ".join(f"{100 * block[str(k)]['mean']:.1f} ± {100 * block[str(k)]['std']:.1f}" for k in shots)
+
+    for result in vits:
+        lines.append(f"| ViT (seed {result['experiment']['seed']}) | {cells(result['few_shot']['None'])} |")
+    for name in ("tokenlearner-half", "tokenlearner-3quarter", "perceiver"):
+        if name in results:
+            lines.append(f"| {LABELS[name]} | {cells(results[name]['few_shot']['None'])} |")
+    for result in lookups:
+        for grid, block in result["few_shot"].items():
+            lines.append(f"| LookupViT {grid}x{grid} (seed {result['experiment']['seed']}) | {cells(block)} |")
+    paper = " ; ".join(f"{name}: " + ", ".join(f"{k}-shot {v}" for k, v in values.items()) for name, values in PAPER_TABLE_9_MEAN.items())
+    return lines + ["", f"Paper (IN-21k pre-training, mean over its 5 datasets): {paper}.", ""]
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    grids = [row["grid"][0] for row in lookups[0]["eval"]]
+    for result in lookups:
+        xs = [1e3 * _row(result, g)["gflops"] for g in grids]
+        axis.plot(xs, [_top1(result, g) for g in grids], "o-", color="C0", alpha=0.8, label=f"LookupViT, grids 1-7 (seed {result['experiment']['seed']})")
+    for result in vits:
+        axis.plot(1e3 * _row(result, None)["gflops"], _top1(result, None), "s", color="C1", label=f"ViT (seed {result['experiment']['seed']})")
+    for marker, name in (("^", "tokenlearner-half"), ("v", "tokenlearner-3quarter"), ("D", "perceiver")):
+        if name in results:
+            axis.plot(1e3 * _row(results[name], None)["gflops"], _top1(results[name], None), marker, label=LABELS[name])
+    axis.set_xlabel("MFLOPs per image")
+    axis.set_ylabel("test top-1 (%)")
+    axis.set_title("Fashion-MNIST (5 classes), same recipe and budget")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], path: Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    axis.plot(grids, [_top1(multires, g) for g in grids], "o-", linewidth=2.5, color="black", label="multi-resolution (grids 2-5)")
+    for trained, result in sorted(singles.items()):
+        axis.plot(grids, [_top1(result, g) for g in grids], "--", marker=".", label=f"trained on {trained}x{trained} only")
+    axis.set_xticks(grids, [f"{g}x{g}" for g in grids])
+    axis.set_xlabel("compressed grid at evaluation")
+    axis.set_ylabel("test top-1 (%)")
+    axis.set_title("One multi-resolution model vs single-grid models")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _plot_robustness(models: dict[str, dict], path: Path) -> None:
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for label, block in models.items():
+        per_severity = mean_accuracy_per_severity(block["accuracy"])
+        severities = sorted(per_severity, key=int)
+        left.plot([0, *map(int, severities)], [100 * block["clean"], *(100 * per_severity[s] for s in severities)], "o-", label=label)
+        deviation = block["deviation"]
+        right.plot([int(s) for s in sorted(deviation, key=int)], [deviation[s]["mean"] for s in sorted(deviation, key=int)], "o-", label=label)
+    left.set(xlabel="severity (0 = clean)", ylabel="top-1 (%), mean over 15 corruptions", title="Accuracy under corruption")
+    right.set(xlabel="severity", ylabel="mean ||F(x) - F(x_c)|| / ||F(x)||", title="Feature deviation")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _plot_deviation_density(models: dict[str, dict], path: Path) -> None:
+    plt = _pyplot()
+    severities = sorted(models["ViT"]["deviation"], key=int)
+    figure, axes = plt.subplots(1, len(severities), figsize=(3 * len(severities), 3), dpi=110, sharey=True)
+    centers = ((DEVIATION_BINS[1:] + DEVIATION_BINS[:-1]) / 2).tolist()
+    width = (DEVIATION_BINS[1] - DEVIATION_BINS[0]).item()
+    for axis, severity in zip(axes, severities):
+        for label, block in models.items():
+            counts = block["deviation"][severity]["histogram"]
+            total = sum(counts) or 1
+            axis.plot(centers, [c / total / width for c in counts], label=label)
+        axis.set_title(f"severity {severity}")
+        axis.set_xlabel("normalised feature deviation")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("density")
+    axes[-1].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

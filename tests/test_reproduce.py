@@ -1,0 +1,50 @@
+"""`lookupvit reproduce --budget quick` end to end on real Fashion-MNIST images: every experiment, the report, resumability."""
+
+import json
+
+import pytest
+
+import lookupvit.reproduce as reproduce_module
+from lookupvit.reproduce import BUDGETS, experiments, reproduce
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    return out, reproduce("quick", out, "cpu")
+
+
+def test_quick_budget_runs_every_experiment_and_writes_the_report(quick_run):
+    out, report = quick_run
+    names = {experiment.name for experiment in experiments(BUDGETS["quick"])}
+    assert {path.stem for path in (out / "results").glob("*.json")} == names
+    text = report.read_text()
+    for heading in ("## 1. Accuracy against compute", "## 2. Ablations", "## 3. Multi-resolution", "## 4. Robustness", "## 5. Few-shot"):
+        assert heading in text
+    for image in ("accuracy_vs_flops.png", "multires.png", "robustness.png", "feature_deviation.png"):
+        assert (out / image).stat().st_size > 10_000
+    result = json.loads((out / "results" / "lookupvit-seed0.json").read_text())
+    assert [row["grid"] for row in result["eval"]] == [[g, g] for g in range(1, 8)]
+    assert set(result["robustness"]) == {"3", "5", "7"} and len(result["robustness"]["3"]["accuracy"]) == 15
+    assert set(result["few_shot"]["3"]) == {"1", "5"}
+    ablation = json.loads((out / "results" / "no-mhbc-p2l.json").read_text())
+    assert ablation["head"] == "compressed" and ablation["eval"][0]["gflops"] < result["eval"][0]["gflops"]
+
+
+def test_a_rerun_redoes_only_what_is_missing(quick_run, monkeypatch):
+    out, _ = quick_run
+    trained = []
+    real_train = reproduce_module.train
+    monkeypatch.setattr(reproduce_module, "train", lambda config: trained.append(config.out) or real_train(config))
+    (out / "results" / "perceiver.json").unlink()  # as if the run was killed during this experiment
+    reproduce("quick", out, "cpu")
+    assert [path.rsplit("/", 1)[1] for path in trained] == ["perceiver"]
+    assert (out / "results" / "perceiver.json").exists()
+
+
+def test_another_budget_in_the_same_folder_is_refused(quick_run):
+    out, _ = quick_run
+    with pytest.raises(ValueError, match="another budget"):
+        reproduce("full", out, "cpu")
+    with pytest.raises(ValueError, match="unknown budget"):
+        reproduce("huge", out, "cpu")
