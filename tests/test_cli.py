@@ -60,3 +60,23 @@ def test_cli_errors_are_one_line_not_tracebacks(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["flops", "--grid", "0"])
     assert "positive" in capsys.readouterr().err
+
+
+def test_bench_prints_every_table(capsys):
+    args = ["bench", "--size", "nano4", "--image-size", "28", "--grid", "3", "--batch", "4", "1", "--train-image-size", "28",
+            "--memory-image-size", "28", "--reps", "1", "--dtype", "fp32", "bf16"]
+    assert main(args) in (0, None)
+    out = capsys.readouterr().out
+    assert "GEMM peak (float32" in out and "GEMM peak (bfloat16" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| inference | 28 | float", "| inference | 28 | bfloat"))]
+    assert len(rows) == 8  # 2 dtypes x 2 batches x (ViT + one grid)
+    assert len([line for line in out.splitlines() if line.startswith(("| train step | 28 | float", "| train step | 28 | bfloat"))]) == 4
+    assert "Throughput of torch.bfloat16 autocast" in out
+    memory_rows = [line for line in out.splitlines() if line.startswith("| 28 | float") or line.startswith("| 28 | bfloat")]
+    assert len(memory_rows) == 4 and all(float(line.split("|")[5]) > 0 for line in memory_rows)
+
+
+def test_export_command_writes_a_checked_onnx_file(trained_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(trained_run / "best.safetensors"), "--grid", "2", "--out", str(tmp_path / "m.onnx")]) in (0, None)
+    assert "onnxruntime matches PyTorch" in capsys.readouterr().out and (tmp_path / "m.onnx").stat().st_size > 100_000

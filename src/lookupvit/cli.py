@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     reproduce = commands.add_parser("reproduce", help="the paper's claims at small scale: baselines, ablations, multi-res, robustness, few-shot")
-    reproduce.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: minutes, checks the pipeline; full: the documented run (about 1.5 h on 2 cores)")
+    reproduce.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: minutes, checks the pipeline; full: the documented run (about 45 min on 2 cores)")
     reproduce.add_argument("--out", default="runs/reproduce", help="results folder; a rerun skips finished experiments and resumes training")
     reproduce.add_argument("--device", default="auto")
     reproduce.set_defaults(func=cmd_reproduce)

@@ -49,7 +49,7 @@ class Budget:
 
 BUDGETS = {
     "quick": Budget(epochs=1, train_subset=512, test_subset=256, robustness_images=32, seeds=(0,), shots=(1, 5), draws=2, probe_pool_images=200, probe_test_images=200),
-    "full": Budget(epochs=5, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5, probe_pool_images=2000, probe_test_images=None),
+    "full": Budget(epochs=3, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5, probe_pool_images=2000, probe_test_images=None),
 }
 
 
