@@ -21,7 +21,7 @@ def test_quick_budget_runs_every_experiment_and_writes_the_report(quick_run):
     text = report.read_text()
     for heading in ("## 1. Accuracy against compute", "## 2. Ablations", "## 3. Multi-resolution", "## 4. Robustness", "## 5. Few-shot"):
         assert heading in text
-    for image in ("accuracy_vs_flops.png", "multires.png", "robustness.png", "feature_deviation.png"):
+    for image in ("accuracy_vs_flops.png", "multires.png", "robustness.png", "feature_deviation.png", "corruptions.png"):
         assert (out / image).stat().st_size > 10_000
     result = json.loads((out / "results" / "lookupvit-seed0.json").read_text())
     assert [row["grid"] for row in result["eval"]] == [[g, g] for g in range(1, 8)]

@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import atomic_write
 from .config import TrainConfig
-from .corruptions import corrupted_test_set
+from .corruptions import corrupted_test_set, plot_corruption_grid
 from .evaluate import evaluate
 from .fewshot import extract_features, few_shot_accuracy
 from .report import load_trained
@@ -179,6 +179,7 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto") -> P
     _, test_set = load_datasets(base)
     clean = test_set.subset(budget.robustness_images, seed=0)
     corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
+    plot_corruption_grid(clean.images[0], out / "corruptions.png")
     transfer = transfer_sets(budget)
 
     todo = experiments(budget)
