@@ -208,6 +208,15 @@ def _few_shot_section(results, vits, lookups) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def _save(plt, figure, legend_axes: list, path: Path) -> None:
+    for axis in legend_axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
@@ -223,11 +232,7 @@ def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
     axis.set_xlabel("MFLOPs per image")
     axis.set_ylabel("test top-1 (%)")
     axis.set_title("Fashion-MNIST (5 classes), same recipe and budget")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _save(plt, figure, [axis], path)
 
 
 def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], path: Path) -> None:
@@ -240,11 +245,7 @@ def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], p
     axis.set_xlabel("compressed grid at evaluation")
     axis.set_ylabel("test top-1 (%)")
     axis.set_title("One multi-resolution model vs single-grid models")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _save(plt, figure, [axis], path)
 
 
 def _plot_robustness(models: dict[str, dict], path: Path) -> None:
@@ -258,12 +259,7 @@ def _plot_robustness(models: dict[str, dict], path: Path) -> None:
         right.plot([int(s) for s in sorted(deviation, key=int)], [deviation[s]["mean"] for s in sorted(deviation, key=int)], "o-", label=label)
     left.set(xlabel="severity (0 = clean)", ylabel="top-1 (%), mean over 15 corruptions", title="Accuracy under corruption")
     right.set(xlabel="severity", ylabel="mean ||F(x) - F(x_c)|| / ||F(x)||", title="Feature deviation")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _save(plt, figure, [left, right], path)
 
 
 def _plot_deviation_density(models: dict[str, dict], path: Path) -> None:
@@ -279,9 +275,5 @@ def _plot_deviation_density(models: dict[str, dict], path: Path) -> None:
             axis.plot(centers, [c / total / width for c in counts], label=label)
         axis.set_title(f"severity {severity}")
         axis.set_xlabel("normalised feature deviation")
-        axis.grid(alpha=0.3)
     axes[0].set_ylabel("density")
-    axes[-1].legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _save(plt, figure, list(axes), path)
