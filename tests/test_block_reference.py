@@ -176,6 +176,9 @@ def test_both_evaluation_orders_give_the_same_gradients():
 def test_the_cheaper_order_is_picked_per_call():
     from lookupvit.layers import BidirectionalCrossAttention
 
-    mhbc = BidirectionalCrossAttention(768, 12)  # B/16: N = 196 lookup tokens at 224 px
-    assert mhbc._reassociated(9, 196, 768) and mhbc._reassociated(49, 196, 768)
-    assert not mhbc._reassociated(100, 196, 768)  # 10x10: h M = 1200 > D, the paper's order is cheaper
+    mhbc = BidirectionalCrossAttention(768, 12)  # B/16: N = 196 lookup tokens at 224 px, 576 at 384 px
+    assert mhbc._reassociated(9, 196, 768) and mhbc._reassociated(25, 196, 768)
+    assert not mhbc._reassociated(49, 196, 768)  # 7x7 at 224 px: near break-even, the paper's order
+    assert mhbc._reassociated(49, 576, 768) and not mhbc._reassociated(100, 576, 768)
+    mhbc.reassociate = False
+    assert not mhbc._reassociated(9, 196, 768)  # a forced order wins over the rule
