@@ -40,3 +40,10 @@ def test_compiled_model_keeps_one_graph_per_grid_and_matches_eager():
             torch.testing.assert_close(compiled(images, grid=grid), model(images, grid=grid), rtol=1e-5, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 3  # a graph per grid, reused on every later call
     assert not counters["graph_break"]  # the whole forward is one graph
+
+
+def test_export_refuses_a_grid_for_a_model_without_one(tmp_path):
+    from lookupvit.export import export_onnx
+
+    with pytest.raises(ValueError, match="grid only applies to LookupViT"):
+        export_onnx(create_model("vit_nano4"), tmp_path / "m.onnx", grid=3)

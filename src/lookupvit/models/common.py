@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..layers import init_weights
+from ..layers import PatchEmbed, init_weights, resize_tokens
 
 
 def as_grid(value: int | tuple[int, ...] | list[int], name: str = "grid", dims: int = 2) -> tuple[int, ...]:
@@ -84,7 +84,26 @@ def init_position_embedding(num_tokens: int, dim: int) -> torch.nn.Parameter:
     return torch.nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)
 
 
-class SingleHeadClassifier(torch.nn.Module):
+class PatchModel(torch.nn.Module):
+    """The patch stem every model here shares: patch embedding plus a learned position embedding."""
+
+    config: ViTConfig
+
+    def init_patch_stem(self, config: ViTConfig) -> None:
+        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, config.embed_dim)
+        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], config.embed_dim)
+
+    def embed_patches(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Checked images (B, C, H, W) -> patch tokens with position embedding (B, N, D) and their grid.
+
+        At another image size than the config's, the position embedding is resampled to the grid.
+        """
+        check_images(images, self.config.in_chans, self.config.patch_size)
+        tokens, grid = self.patch_embed(images)
+        return tokens + resize_tokens(self.pos_embed, self.config.patch_grid, grid), grid
+
+
+class SingleHeadClassifier(PatchModel):
     """The timm-style API of the one-head models (ViT and the baselines); subclasses set `config` and `head`."""
 
     config: ViTConfig

@@ -14,13 +14,12 @@ from ..layers import (
     BidirectionalCrossAttention,
     DropPath,
     Mlp,
-    PatchEmbed,
     ViTBlock,
     drop_path_rates,
     init_weights,
     resize_tokens,
 )
-from .common import ViTConfig, as_grid, check_images, init_position_embedding
+from .common import PatchModel, ViTConfig, as_grid, init_position_embedding
 
 HEAD_CHOICES = ("average", "compressed", "lookup")
 COMPRESSED_INITS = ("resize", "learned")
@@ -91,7 +90,7 @@ class LookupViTOutput:
     attention: list[Tensor] = field(default_factory=list)  # per layer (B, h, M, N) when asked for
 
 
-class LookupViT(nn.Module):
+class LookupViT(PatchModel):
     """Patch embedding -> lookup tokens; their resize -> compressed tokens; LookupViT blocks; two heads.
 
     With `config.use_lookup_tokens=False` (ablation (a)) the model is a ViT on the resized patch grid:
@@ -105,8 +104,7 @@ class LookupViT(nn.Module):
         self.compressed_grid = config.compressed_grid
         self.head_mode = "average"
         dim = config.embed_dim
-        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, dim)
-        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], dim)
+        self.init_patch_stem(config)
         # Ablation (d): compressed tokens of the first layer are parameters, resized to the call's grid.
         self.learned_compressed_tokens = (
             init_position_embedding(config.compressed_grid[0] * config.compressed_grid[1], dim) if config.compressed_init == "learned" else None
@@ -151,9 +149,7 @@ class LookupViT(nn.Module):
 
     def forward_features(self, images: Tensor, grid: int | tuple[int, int] | None = None, return_attention: bool = False) -> LookupViTOutput:
         """Everything the model computes for `images` (B, C, H, W) at the compressed `grid`."""
-        check_images(images, self.config.in_chans, self.config.patch_size)
-        lookup, lookup_grid = self.patch_embed(images)
-        lookup = lookup + resize_tokens(self.pos_embed, self.config.patch_grid, lookup_grid)
+        lookup, lookup_grid = self.embed_patches(images)
         compressed_grid = self.resolve_grid(grid, lookup_grid)
         if self.learned_compressed_tokens is None:
             compressed = resize_tokens(lookup, lookup_grid, compressed_grid)

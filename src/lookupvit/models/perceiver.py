@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..layers import CrossAttention, DropPath, PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
-from .common import SingleHeadClassifier, ViTConfig, check_images, init_position_embedding
+from ..layers import CrossAttention, DropPath, ViTBlock, drop_path_rates, init_weights
+from .common import SingleHeadClassifier, ViTConfig
 from .vit import ViTOutput
 
 
@@ -56,8 +56,7 @@ class Perceiver(SingleHeadClassifier):
         super().__init__()
         self.config = config
         dim = config.embed_dim
-        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, dim)
-        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], dim)
+        self.init_patch_stem(config)
         self.blocks = nn.ModuleList(
             PerceiverBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate)
             for rate in drop_path_rates(config.drop_path_rate, config.depth)
@@ -73,9 +72,7 @@ class Perceiver(SingleHeadClassifier):
         return {"pos_embed", "latents"}
 
     def forward_features(self, images: Tensor) -> ViTOutput:
-        check_images(images, self.config.in_chans, self.config.patch_size)
-        patches, grid = self.patch_embed(images)
-        patches = patches + resize_tokens(self.pos_embed, self.config.patch_grid, grid)
+        patches, grid = self.embed_patches(images)
         latents = self.latents.expand(len(images), -1, -1)
         for block in self.blocks:
             latents = block(latents, patches)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
-from .common import SingleHeadClassifier, ViTConfig, check_images, init_position_embedding
+from ..layers import ViTBlock, drop_path_rates, init_weights
+from .common import SingleHeadClassifier, ViTConfig
 from .vit import ViTOutput
 
 
@@ -69,8 +69,7 @@ class TokenLearnerViT(SingleHeadClassifier):
         super().__init__()
         self.config = config
         dim = config.embed_dim
-        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, dim)
-        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], dim)
+        self.init_patch_stem(config)
         # One list, as in ViT, so that stochastic depth grows over the whole depth; the module sits inside it.
         self.blocks = nn.ModuleList(
             ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate)
@@ -82,9 +81,7 @@ class TokenLearnerViT(SingleHeadClassifier):
         self.apply(init_weights)
 
     def forward_features(self, images: Tensor) -> ViTOutput:
-        check_images(images, self.config.in_chans, self.config.patch_size)
-        tokens, grid = self.patch_embed(images)
-        tokens = tokens + resize_tokens(self.pos_embed, self.config.patch_grid, grid)
+        tokens, grid = self.embed_patches(images)
         split = self.config.blocks_before_tokenlearner
         for block in self.blocks[:split]:
             tokens = block(tokens)

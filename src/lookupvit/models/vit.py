@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..layers import PatchEmbed, ViTBlock, drop_path_rates, init_weights, resize_tokens
-from .common import SingleHeadClassifier, ViTConfig, check_images, init_position_embedding
+from ..layers import ViTBlock, drop_path_rates, init_weights
+from .common import SingleHeadClassifier, ViTConfig
 
 
 @dataclass
@@ -23,8 +23,7 @@ class ViT(SingleHeadClassifier):
         super().__init__()
         self.config = config
         dim = config.embed_dim
-        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, dim)
-        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], dim)
+        self.init_patch_stem(config)
         self.blocks = nn.ModuleList(
             ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate)
             for rate in drop_path_rates(config.drop_path_rate, config.depth)
@@ -34,9 +33,7 @@ class ViT(SingleHeadClassifier):
         self.apply(init_weights)
 
     def forward_features(self, images: Tensor) -> ViTOutput:
-        check_images(images, self.config.in_chans, self.config.patch_size)
-        tokens, grid = self.patch_embed(images)
-        tokens = tokens + resize_tokens(self.pos_embed, self.config.patch_grid, grid)
+        tokens, grid = self.embed_patches(images)
         for block in self.blocks:
             tokens = block(tokens)
         tokens = self.norm(tokens)
