@@ -189,3 +189,20 @@ def test_compiled_training_matches_eager_training(tmp_path, monkeypatch):
     compiled = train(tiny_config(tmp_path / "compiled", "epochs=1", "train_subset=96", "compile=true"), quiet=True)
     assert_same_weights(final_weights(eager), final_weights(compiled), rtol=1e-4, atol=1e-5)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+
+
+def test_tensorboard_scalars_match_the_jsonl_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(tiny_config(run, "epochs=1", "train_subset=96", "tensorboard=true"), quiet=True)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    assert losses and [(e.step, round(e.value, 5)) for e in events.Scalars("train/loss")] == losses
+    (evaluation,) = [r for r in records if "eval" in r]
+    (row,) = evaluation["eval"]
+    (event,) = events.Scalars("eval/" + "x".join(map(str, row["grid"])) + "/average_top1")
+    assert event.step == evaluation["step"] and event.value == pytest.approx(row["average"]["top1"])

@@ -22,7 +22,8 @@ from torch import nn
 
 from .flops import analytic_flops
 from .registry import create_model
-from .train import ClassificationLoss
+from .config import TrainConfig
+from .train import ClassificationLoss, build_optimizer
 
 
 def synchronize(device: torch.device) -> None:
@@ -171,9 +172,12 @@ def inference_rows(found: list[Contender], image_size: int, dtype: torch.dtype, 
 
 
 def training_step(model: nn.Module, grid: int | None, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One optimizer step as training does it: both heads' CE for LookupViT, backward, AdamW."""
+    """One optimizer step as training does it: both heads' CE for LookupViT, backward, AdamW.
+
+    Blocks are recomputed in backward when the model's grad checkpointing is on.
+    """
     loss_fn = ClassificationLoss(model, 1.0, 1.0, label_smoothing=0.0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-4))
     grid_arg = (grid, grid) if grid else None
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> None:
@@ -192,14 +196,23 @@ def _random_batch(batch: int, image_size: int, model: nn.Module, device: torch.d
     return images, F.one_hot(torch.arange(batch, device=device) % num_classes, num_classes).float()
 
 
-def training_rows(found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float) -> Iterator[Row]:
+def training_rows(
+    found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float, recompute: bool = False
+) -> Iterator[Row]:
+    """Training-step rows; with `recompute`, every model (ViT too) runs with grad checkpointing.
+
+    FLOPs and MFU count the useful 3x forward, not the recomputed forward, so MFU shows the cost.
+    """
     images, targets = _random_batch(batch, image_size, found[0].model, device)
     calls = {}
     for contender in found:
+        contender.model.set_grad_checkpointing(recompute)
         step = training_step(contender.model.train(), contender.grid, device, dtype)
         calls[contender.label] = lambda step=step: step(images, targets)
     times = median_times(calls, device, reps)
-    yield from _rows("train step", image_size, dtype, batch, found, times, peak, passes=3)
+    for contender in found:
+        contender.model.set_grad_checkpointing(False)
+    yield from _rows("train step, recompute" if recompute else "train step", image_size, dtype, batch, found, times, peak, passes=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,13 +228,14 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}; peak memory needs Linux on CPU")
 
 
-def _peak_training_memory_child(name: str, image_size: int, grid: int | None, batch: int, dtype_name: str, device_name: str) -> int:
+def _peak_training_memory_child(name: str, image_size: int, grid: int | None, batch: int, dtype_name: str, device_name: str, recompute: bool) -> int:
     device, dtype = torch.device(device_name), getattr(torch, dtype_name)
     if device.type == "cpu":
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # reset the peak-RSS mark, so importing torch does not count
     baseline = _status_bytes("VmRSS") if device.type == "cpu" else 0
     model = create_model(name, img_size=image_size).to(device).train()
+    model.set_grad_checkpointing(recompute)
     step = training_step(model, grid, device, dtype)
     # A batch of one first creates AdamW's state cheaply, so the measured step holds weights,
     # gradients, optimizer state and activations at once, as every later step of a run does.
@@ -234,15 +248,17 @@ def _peak_training_memory_child(name: str, image_size: int, grid: int | None, ba
     return _status_bytes("VmHWM") - baseline
 
 
-def peak_training_memory(name: str, image_size: int, grid: int | None, batch: int, dtype: torch.dtype, device: torch.device) -> int:
+def peak_training_memory(name: str, image_size: int, grid: int | None, batch: int, dtype: torch.dtype, device: torch.device, recompute: bool = False) -> int:
     """Peak bytes of one training step of a registered model (weights, grads, AdamW state, activations).
+
+    `recompute` turns on grad checkpointing (each block recomputed in backward).
 
     On CPU: the child's peak resident memory above what it held after importing torch; on CUDA:
     the caching allocator's peak over the step.
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        job = pool.submit(_peak_training_memory_child, name, image_size, grid, batch, str(dtype).removeprefix("torch."), str(device))
+        job = pool.submit(_peak_training_memory_child, name, image_size, grid, batch, str(dtype).removeprefix("torch."), str(device), recompute)
         return job.result()
 
 

@@ -43,6 +43,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables
     amp: str = "bf16"  # "bf16" autocast or "fp32"
     compile: bool = False  # torch.compile the training step: one graph per grid in `grids`, compiled on first use
+    grad_checkpointing: bool = False  # recompute each block in backward: less memory for about a third more time
     # LookupViT
     grids: list = field(default_factory=lambda: [2, 3, 4, 5, 6, 7])  # sampled uniformly per batch; one entry = fixed grid
     eval_grids: list = field(default_factory=lambda: [2, 3, 4, 5, 6, 7, 10, 14])
@@ -54,6 +55,7 @@ class TrainConfig:
     out: str = "runs/fashion-mnist"
     checkpoint_every: int = 500  # optimizer steps; checkpoints are also written at every epoch end
     log_every: int = 50
+    tensorboard: bool = False  # also write TensorBoard scalars to out/tensorboard (needs the tensorboard extra)
     eval_batch_size: int = 500
     device: str = "auto"
 

@@ -127,7 +127,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     for name, param in model.named_parameters():
         (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    # The fused kernel updates each tensor in one pass; the default multi-tensor path allocates
+    # parameter-sized temporaries, which set the peak memory of a step for a large model.
+    fused = all(param.device.type in ("cpu", "cuda") for param in model.parameters())
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -219,6 +222,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     normalization = dataset_normalization(train_set)
     torch.manual_seed(config.seed)
     model = build_model_for(config, train_set).to(device)
+    model.set_grad_checkpointing(config.grad_checkpointing)
     is_lookup = isinstance(model, LookupViT)
     ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay > 0 else None
     optimizer = build_optimizer(model, config)
@@ -257,7 +261,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     if config.compile:
         wrapped = compile_model(wrapped, num_grids=len(config.grids))
     augment_config = config.augment_config()
-    metrics_file = out / "metrics.jsonl"
+    metrics = MetricsLog(out, config.tensorboard) if info.is_main else None
     eval_model = ema if ema is not None else model
     progress = _progress(total_steps, start_step, quiet or not info.is_main)
 
@@ -321,7 +325,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
                 "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
                 "images_per_s": round(window_images / elapsed, 1),
             }
-            _append_jsonl(metrics_file, record)
+            metrics.write(record)
             progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.0f}")
             window_start, window_images = time.perf_counter(), 0
         epoch_end = done % steps_per_epoch == 0
@@ -331,7 +335,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
             rows = evaluate(eval_model, test_set, normalization, default_grid, config.eval_batch_size, device, amp=config.amp == "bf16")
             default = rows[0]
             accuracy = default["average"]["top1"]
-            _append_jsonl(metrics_file, {"step": done, "epoch": done // steps_per_epoch, "eval": rows})
+            metrics.write({"step": done, "epoch": done // steps_per_epoch, "eval": rows})
             progress.write(f"epoch {done // steps_per_epoch}/{config.epochs}: test top-1 {100 * accuracy:.2f}% at grid {default['grid']}")
             metadata = model_metadata(config, train_set, normalization)
             save_model(eval_model, out / "model.safetensors", metadata)
@@ -361,9 +365,38 @@ def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
     return sorted(set(grids) | {default}, key=lambda g: (g, g) if isinstance(g, int) else g)
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+class MetricsLog:
+    """Appends each record to `out/metrics.jsonl`; with `tensorboard`, also writes its numbers as scalars.
+
+    Training records become train/<field>; evaluation rows become eval/<grid>/<head>_top1|top5.
+    """
+
+    def __init__(self, out: Path, tensorboard: bool):
+        self.path = out / "metrics.jsonl"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ImportError("tensorboard=true needs the tensorboard package: pip install 'lookupvit[tensorboard]'") from error
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is None:
+            return
+        step = record["step"]
+        for row in record.get("eval", []):
+            grid = "x".join(map(str, row["grid"])) if row["grid"] else "default"
+            for head in ("compressed", "lookup", "average"):
+                if head in row:
+                    for metric in ("top1", "top5"):
+                        self.writer.add_scalar(f"eval/{grid}/{head}_{metric}", row[head][metric], step)
+        for key, value in record.items():
+            if key not in ("step", "eval") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"train/{key}", value, step)
+        self.writer.flush()
 
 
 def _progress(total: int, initial: int, disable: bool) -> tqdm:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from ..layers import PatchEmbed, init_weights, resize_tokens
@@ -88,6 +89,21 @@ class PatchModel(torch.nn.Module):
     """The patch stem every model here shares: patch embedding plus a learned position embedding."""
 
     config: ViTConfig
+    grad_checkpointing: bool = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations (timm's API).
+
+        Training memory then holds one block's activations plus each block's inputs, for about one
+        extra forward pass of compute; outputs and gradients are unchanged (dropout and stochastic
+        depth replay the same random draws).
+        """
+        self.grad_checkpointing = enable
+
+    def run_block(self, block: torch.nn.Module, *inputs: Tensor):
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *inputs, use_reentrant=False)
+        return block(*inputs)
 
     def init_patch_stem(self, config: ViTConfig) -> None:
         self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, config.embed_dim)

@@ -158,9 +158,9 @@ class LookupViT(PatchModel):
         attention_maps = []
         for block in self.blocks:
             if not self.config.use_lookup_tokens:
-                compressed = block(compressed)
+                compressed = self.run_block(block, compressed)
                 continue
-            compressed, lookup, attention = block(compressed, lookup)
+            compressed, lookup, attention = self.run_block(block, compressed, lookup)
             if return_attention:
                 attention_maps.append(attention)
         compressed = self.norm_compressed(compressed)

@@ -75,7 +75,7 @@ class Perceiver(SingleHeadClassifier):
         patches, grid = self.embed_patches(images)
         latents = self.latents.expand(len(images), -1, -1)
         for block in self.blocks:
-            latents = block(latents, patches)
+            latents = self.run_block(block, latents, patches)
         latents = self.norm(latents)
         pooled = latents.mean(dim=1)
         return ViTOutput(logits=self.head(pooled), pooled=pooled, tokens=latents, grid=grid)

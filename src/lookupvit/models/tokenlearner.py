@@ -84,10 +84,10 @@ class TokenLearnerViT(SingleHeadClassifier):
         tokens, grid = self.embed_patches(images)
         split = self.config.blocks_before_tokenlearner
         for block in self.blocks[:split]:
-            tokens = block(tokens)
+            tokens = self.run_block(block, tokens)
         tokens = self.token_learner(tokens)
         for block in self.blocks[split:]:
-            tokens = block(tokens)
+            tokens = self.run_block(block, tokens)
         tokens = self.norm(tokens)
         pooled = tokens.mean(dim=1)
         return ViTOutput(logits=self.head(pooled), pooled=pooled, tokens=tokens, grid=grid)

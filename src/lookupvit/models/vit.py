@@ -35,7 +35,7 @@ class ViT(SingleHeadClassifier):
     def forward_features(self, images: Tensor) -> ViTOutput:
         tokens, grid = self.embed_patches(images)
         for block in self.blocks:
-            tokens = block(tokens)
+            tokens = self.run_block(block, tokens)
         tokens = self.norm(tokens)
         pooled = tokens.mean(dim=1)
         return ViTOutput(logits=self.head(pooled), pooled=pooled, tokens=tokens, grid=grid)

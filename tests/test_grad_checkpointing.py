@@ -1,0 +1,54 @@
+"""Grad checkpointing (blocks recomputed in backward) changes memory, never the numbers."""
+
+import pytest
+import torch
+
+from lookupvit import create_model
+
+SMALL = {"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 7, "drop_path_rate": 0.3}
+
+
+def loss_and_grads(model: torch.nn.Module, images: torch.Tensor, grid) -> tuple[torch.Tensor, dict, int]:
+    """Loss, parameter gradients, and the bytes autograd kept for backward."""
+    saved_bytes = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved_bytes
+        saved_bytes += tensor.numel() * tensor.element_size()
+        return tensor
+
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(123)  # the same stochastic-depth draws for both runs
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        logits = model(images, grid=grid) if grid else model(images)
+    loss = logits.square().mean()
+    loss.backward()
+    grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+    return loss.detach(), grads, saved_bytes
+
+
+@pytest.mark.parametrize("name, grid", [("lookupvit_nano4", 3), ("vit_nano4", None), ("tokenlearner_nano4", None), ("perceiver_nano4", None)])
+def test_recomputed_blocks_give_the_same_loss_and_gradients_and_keep_less(name, grid):
+    torch.manual_seed(0)
+    model = create_model(name, **SMALL).train()
+    images = torch.randn(4, 1, 28, 28)
+    plain_loss, plain_grads, plain_saved = loss_and_grads(model, images, grid)
+    model.set_grad_checkpointing(True)
+    loss, grads, saved = loss_and_grads(model, images, grid)
+    assert torch.equal(loss, plain_loss)
+    assert grads.keys() == plain_grads.keys() and len(grads) == len(list(model.parameters()))
+    for key in grads:
+        torch.testing.assert_close(grads[key], plain_grads[key], rtol=1e-5, atol=1e-7, msg=key)
+    # Only block inputs (and the stem/head) are kept; the blocks' internals are recomputed.
+    assert saved < plain_saved / 2, (saved, plain_saved)
+
+
+def test_no_recomputation_without_gradients():
+    model = create_model("lookupvit_nano4", **SMALL).eval()
+    model.set_grad_checkpointing(True)
+    images = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        checkpointed = model(images, grid=2)
+    model.set_grad_checkpointing(False)
+    with torch.no_grad():
+        torch.testing.assert_close(checkpointed, model(images, grid=2), rtol=0, atol=0)
