@@ -71,7 +71,7 @@ def test_bench_prints_every_table(capsys):
     rows = [line for line in out.splitlines() if line.startswith(("| inference | 28 | float", "| inference | 28 | bfloat"))]
     assert len(rows) == 8  # 2 dtypes x 2 batches x (ViT + one grid)
     assert len([line for line in out.splitlines() if line.startswith(("| train step | 28 | float", "| train step | 28 | bfloat"))]) == 4
-    assert len([line for line in out.splitlines() if line.startswith(("| train step, recompute | 28 | float", "| train step, recompute | 28 | bfloat"))]) == 4
+    assert len([line for line in out.splitlines() if line.startswith(("| train step, grad ckpt | 28 | float", "| train step, grad ckpt | 28 | bfloat"))]) == 4
     assert "Throughput of torch.bfloat16 autocast" in out
     memory_rows = [line for line in out.splitlines() if line.startswith("| 28 | float") or line.startswith("| 28 | bfloat")]
     assert len(memory_rows) == 8 and all(float(line.split("|")[6]) > 0 for line in memory_rows)  # 2 dtypes x 2 settings x 2 models

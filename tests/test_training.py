@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from lookupvit import load_model
 from lookupvit.augment import AugmentConfig, augment
 from lookupvit.config import load_config
-from lookupvit.train import CHECKPOINT, build_optimizer, lr_factor, train
+from lookupvit.train import CHECKPOINT, build_optimizer, config_changes, lr_factor, train
 
 TINY = [
     "model=lookupvit_nano4",
@@ -75,7 +75,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     train(config, stop_after_steps=5, quiet=True)  # mid-epoch (6 steps per epoch), between checkpoints
     assert torch.load(interrupted / CHECKPOINT, weights_only=True)["step"] == 5
     train(config, stop_after_steps=3, quiet=True)  # across the epoch boundary
-    train(config, quiet=True)
+    # The last leg recomputes blocks in backward (as after running out of memory): same weights.
+    train(tiny_config(interrupted, *everything_random, "grad_checkpointing=true"), quiet=True)
     assert_same_weights(final_weights(interrupted), final_weights(reference))
     ema = [torch.load(run / CHECKPOINT, weights_only=True)["ema"] for run in (interrupted, reference)]
     assert_same_weights(*ema)
@@ -206,3 +207,14 @@ def test_tensorboard_scalars_match_the_jsonl_log(tmp_path):
     (row,) = evaluation["eval"]
     (event,) = events.Scalars("eval/" + "x".join(map(str, row["grid"])) + "/average_top1")
     assert event.step == evaluation["step"] and event.value == pytest.approx(row["average"]["top1"])
+
+
+def test_resume_ignores_execution_settings_and_fields_a_checkpoint_predates(tmp_path):
+    config = tiny_config(tmp_path)
+    saved = config.to_dict()
+    del saved["tensorboard"]  # a checkpoint written before the field existed
+    saved.update(grad_checkpointing=True, log_every=7, device="cuda")
+    assert config_changes(saved, config) == []
+    saved.update(lr=1.0, grids=[3])
+    assert config_changes(saved, config) == ["grids", "lr"]
+    assert config_changes(saved, tiny_config(tmp_path, "tensorboard=true", "lr=1.0", "grids=[3]")) == []

@@ -197,22 +197,25 @@ def _random_batch(batch: int, image_size: int, model: nn.Module, device: torch.d
 
 
 def training_rows(
-    found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float, recompute: bool = False
+    found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float, grad_checkpointing: bool = False
 ) -> Iterator[Row]:
-    """Training-step rows; with `recompute`, every model (ViT too) runs with grad checkpointing.
+    """Training-step rows; with `grad_checkpointing`, every model (ViT too) recomputes its blocks in backward.
 
     FLOPs and MFU count the useful 3x forward, not the recomputed forward, so MFU shows the cost.
     """
     images, targets = _random_batch(batch, image_size, found[0].model, device)
     calls = {}
     for contender in found:
-        contender.model.set_grad_checkpointing(recompute)
         step = training_step(contender.model.train(), contender.grid, device, dtype)
         calls[contender.label] = lambda step=step: step(images, targets)
-    times = median_times(calls, device, reps)
     for contender in found:
-        contender.model.set_grad_checkpointing(False)
-    yield from _rows("train step, recompute" if recompute else "train step", image_size, dtype, batch, found, times, peak, passes=3)
+        contender.model.set_grad_checkpointing(grad_checkpointing)
+    try:
+        times = median_times(calls, device, reps)
+    finally:
+        for contender in found:
+            contender.model.set_grad_checkpointing(False)
+    yield from _rows("train step, grad ckpt" if grad_checkpointing else "train step", image_size, dtype, batch, found, times, peak, passes=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,14 +231,14 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}; peak memory needs Linux on CPU")
 
 
-def _peak_training_memory_child(name: str, image_size: int, grid: int | None, batch: int, dtype_name: str, device_name: str, recompute: bool) -> int:
+def _peak_training_memory_child(name: str, image_size: int, grid: int | None, batch: int, dtype_name: str, device_name: str, grad_checkpointing: bool) -> int:
     device, dtype = torch.device(device_name), getattr(torch, dtype_name)
     if device.type == "cpu":
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # reset the peak-RSS mark, so importing torch does not count
     baseline = _status_bytes("VmRSS") if device.type == "cpu" else 0
     model = create_model(name, img_size=image_size).to(device).train()
-    model.set_grad_checkpointing(recompute)
+    model.set_grad_checkpointing(grad_checkpointing)
     step = training_step(model, grid, device, dtype)
     # A batch of one first creates AdamW's state cheaply, so the measured step holds weights,
     # gradients, optimizer state and activations at once, as every later step of a run does.
@@ -248,17 +251,17 @@ def _peak_training_memory_child(name: str, image_size: int, grid: int | None, ba
     return _status_bytes("VmHWM") - baseline
 
 
-def peak_training_memory(name: str, image_size: int, grid: int | None, batch: int, dtype: torch.dtype, device: torch.device, recompute: bool = False) -> int:
+def peak_training_memory(name: str, image_size: int, grid: int | None, batch: int, dtype: torch.dtype, device: torch.device, grad_checkpointing: bool = False) -> int:
     """Peak bytes of one training step of a registered model (weights, grads, AdamW state, activations).
 
-    `recompute` turns on grad checkpointing (each block recomputed in backward).
+    `grad_checkpointing`: each block recomputed in backward instead of keeping its activations.
 
     On CPU: the child's peak resident memory above what it held after importing torch; on CUDA:
     the caching allocator's peak over the step.
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        job = pool.submit(_peak_training_memory_child, name, image_size, grid, batch, str(dtype).removeprefix("torch."), str(device), recompute)
+        job = pool.submit(_peak_training_memory_child, name, image_size, grid, batch, str(dtype).removeprefix("torch."), str(device), grad_checkpointing)
         return job.result()
 
 

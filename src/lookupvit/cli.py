@@ -103,12 +103,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 for row in benchmark.inference_rows(found, image_size, dtype, batch, args.reps, device, peaks[dtype]):
                     rows.append(row)
                     print(benchmark.format_row(row), flush=True)
-    recompute_settings = [False, True] if args.recompute else [False]
+    checkpointing_settings = [False, True] if args.grad_checkpointing else [False]
     for image_size in args.train_image_size:
         found = benchmark.contenders(args.size, image_size, args.grid, device)
-        for recompute in recompute_settings:
+        for checkpointing in checkpointing_settings:
             for dtype in dtypes:
-                for row in benchmark.training_rows(found, image_size, dtype, args.batch[0], args.reps, device, peaks[dtype], recompute):
+                for row in benchmark.training_rows(found, image_size, dtype, args.batch[0], args.reps, device, peaks[dtype], checkpointing):
                     rows.append(row)
                     print(benchmark.format_row(row), flush=True)
     if len(dtypes) > 1:
@@ -124,21 +124,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 print(f"| {mode} | {image_size} | {batch} | {grid} | {ratio:.2f}x | {vit_ratio:.2f}x |")
     if args.memory_image_size:
         print(f"\nPeak memory of one training step (batch {args.batch[0]}, AdamW; each model in a fresh process)\n")
-        print("vs ViT: against ViT without recomputation; recompute = every model's blocks recomputed in backward (grad checkpointing)\n")
-        print("| px | dtype | recompute | model | grid | peak MiB | vs ViT |")
+        print("grad ckpt: blocks recomputed in backward (grad checkpointing); vs ViT: against ViT without it\n")
+        print("| px | dtype | grad ckpt | model | grid | peak MiB | vs ViT |")
         print("|---|---|---|---|---|---|---|")
     for image_size in args.memory_image_size:
         for dtype in dtypes:
             vit_bytes = None
-            for recompute in recompute_settings:
+            for checkpointing in checkpointing_settings:
                 for grid in [None, *args.grid]:
                     name = f"{'lookupvit' if grid else 'vit'}_{args.size}"
-                    peak_bytes = benchmark.peak_training_memory(name, image_size, grid, args.batch[0], dtype, device, recompute)
+                    peak_bytes = benchmark.peak_training_memory(name, image_size, grid, args.batch[0], dtype, device, checkpointing)
                     vit_bytes = vit_bytes or peak_bytes
                     label = f"{grid}x{grid}" if grid else "-"
                     model = "LookupViT" if grid else "ViT"
                     print(
-                        f"| {image_size} | {str(dtype).removeprefix('torch.')} | {'yes' if recompute else 'no'} | {model} | {label} | "
+                        f"| {image_size} | {str(dtype).removeprefix('torch.')} | {'yes' if checkpointing else 'no'} | {model} | {label} | "
                         f"{peak_bytes / 2**20:.0f} | {peak_bytes / vit_bytes:.2f}x |",
                         flush=True,
                     )
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", nargs="+", type=int, default=[16, 1], help="inference batch sizes; the first is also the training batch")
     bench.add_argument("--train-image-size", nargs="*", type=int, default=[224], help="image sizes for the training-step table (none: skip)")
     bench.add_argument("--memory-image-size", nargs="*", type=int, default=[384], help="image sizes for peak training memory (none: skip)")
-    bench.add_argument("--no-recompute", dest="recompute", action="store_false", help="skip the training-step and memory rows with grad checkpointing")
+    bench.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false", help="skip the training-step and memory rows with grad checkpointing")
     bench.add_argument("--reps", type=int, default=3)
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="auto")

@@ -241,8 +241,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        if state["config"] != config.to_dict():
-            changed = sorted(k for k in config.to_dict() if state["config"].get(k) != config.to_dict()[k])
+        changed = config_changes(state["config"], config)
+        if changed:
             raise ValueError(f"{out} holds a run with a different config (changed: {changed}); use another out folder or the same config")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -261,7 +261,7 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
     if config.compile:
         wrapped = compile_model(wrapped, num_grids=len(config.grids))
     augment_config = config.augment_config()
-    metrics = MetricsLog(out, config.tensorboard) if info.is_main else None
+    metrics = MetricsLog(out, config.tensorboard, start_step) if info.is_main else None
     eval_model = ema if ema is not None else model
     progress = _progress(total_steps, start_step, quiet or not info.is_main)
 
@@ -349,6 +349,8 @@ def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool 
             write_checkpoint(done)
             break
     progress.close()
+    if metrics is not None:
+        metrics.close()  # every record was flushed as written, so a crash before this loses nothing
     if info.world_size > 1:
         dist.barrier()
     return out
@@ -365,13 +367,27 @@ def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
     return sorted(set(grids) | {default}, key=lambda g: (g, g) if isinstance(g, int) else g)
 
 
+# How a run executes or logs, never what it computes: a resumed run may change these (e.g. turn on
+# grad checkpointing after running out of memory).
+EXECUTION_SETTINGS = {"grad_checkpointing", "tensorboard", "log_every", "checkpoint_every", "device"}
+
+
+def config_changes(saved: dict, config: TrainConfig) -> list[str]:
+    """Fields of `config` that differ from a checkpoint's, ignoring execution settings.
+
+    A field the checkpoint predates counts as its default, so adding a field never orphans old runs.
+    """
+    current, defaults = config.to_dict(), TrainConfig().to_dict()
+    return sorted(key for key, value in current.items() if key not in EXECUTION_SETTINGS and saved.get(key, defaults[key]) != value)
+
+
 class MetricsLog:
     """Appends each record to `out/metrics.jsonl`; with `tensorboard`, also writes its numbers as scalars.
 
     Training records become train/<field>; evaluation rows become eval/<grid>/<head>_top1|top5.
     """
 
-    def __init__(self, out: Path, tensorboard: bool):
+    def __init__(self, out: Path, tensorboard: bool, start_step: int):
         self.path = out / "metrics.jsonl"
         self.writer = None
         if tensorboard:
@@ -379,7 +395,8 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:
                 raise ImportError("tensorboard=true needs the tensorboard package: pip install 'lookupvit[tensorboard]'") from error
-            self.writer = SummaryWriter(str(out / "tensorboard"))
+            # A resumed run repeats the steps after its last checkpoint: drop their old points.
+            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step)
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as handle:
@@ -393,10 +410,15 @@ class MetricsLog:
                 if head in row:
                     for metric in ("top1", "top5"):
                         self.writer.add_scalar(f"eval/{grid}/{head}_{metric}", row[head][metric], step)
-        for key, value in record.items():
-            if key not in ("step", "eval") and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"train/{key}", value, step)
+        if "eval" not in record:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, step)
         self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _progress(total: int, initial: int, disable: bool) -> tqdm:

@@ -101,6 +101,7 @@ class PatchModel(torch.nn.Module):
         self.grad_checkpointing = enable
 
     def run_block(self, block: torch.nn.Module, *inputs: Tensor):
+        """`block(*inputs)`, recomputed in backward when grad checkpointing is on and a backward can follow."""
         if self.grad_checkpointing and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(block, *inputs, use_reentrant=False)
         return block(*inputs)
