@@ -127,8 +127,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     for name, param in model.named_parameters():
         (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates each tensor in one pass; the default multi-tensor path allocates
-    # parameter-sized temporaries, which set the peak memory of a step for a large model.
+    # The fused kernel updates each tensor in one pass, where the default takes several (CPU's
+    # per-tensor loop) or allocates parameter-sized temporaries (CUDA's multi-tensor path). Devices
+    # are limited to the two this project runs on. A resumed run keeps the setting its checkpoint
+    # was written with (load_state_dict restores it), which keeps the resume bit-identical.
     fused = all(param.device.type in ("cpu", "cuda") for param in model.parameters())
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
 
