@@ -193,8 +193,9 @@ class BidirectionalCrossAttention(nn.Module):
         # Queries mapped into the lookup tokens' space, (B, h, M, D). The key bias adds the same
         # q_h . b_k,h to a whole row of scores, which the softmax ignores, so it is left out.
         queries = torch.einsum("bmhe,hed->bhmd", q.view(batch, num_compressed, heads, head_dim), key_weight)
-        attention = torch.softmax(queries.flatten(1, 2) @ lookup.transpose(1, 2), dim=-1)  # (B, h M, N)
-        mixed = (attention @ lookup).view(batch, heads, num_compressed, dim)  # A_h x, (B, h, M, D)
+        lookup_cast = lookup.to(queries.dtype)  # under autocast, one cast of the N tokens for both products
+        attention = torch.softmax(queries.flatten(1, 2) @ lookup_cast.transpose(1, 2), dim=-1)  # (B, h M, N)
+        mixed = (attention @ lookup_cast).view(batch, heads, num_compressed, dim)  # A_h x, (B, h, M, D)
         values = torch.einsum("bhmd,hed->bmhe", mixed, value_weight).reshape(batch, num_compressed, dim)
         if self.key_value.bias is not None:
             values = values + self.key_value.bias[dim:]  # rows of A sum to 1: the value bias passes through
@@ -210,7 +211,9 @@ class BidirectionalCrossAttention(nn.Module):
         # Each head's values through its slice of the output projection, (B, h M, D), then one
         # product with A^T sums the heads: no (B, h, N, d) tensor and no head merge on N tokens.
         projected = torch.einsum("bmhe,dhe->bhmd", v.view(batch, num_compressed, heads, head_dim), self.infuse_proj.weight.view(dim, heads, head_dim))
-        return attention.flatten(1, 2).transpose(1, 2) @ projected.flatten(1, 2) + self.infuse_proj.bias
+        # The bias enters the product (baddbmm), so no separate pass over the (B, N, D) output; under
+        # autocast it is then added in bf16, as the paper-order path's Linear does.
+        return torch.baddbmm(self.infuse_proj.bias, attention.flatten(1, 2).transpose(1, 2), projected.flatten(1, 2))
 
 
 class CrossAttention(nn.Module):
