@@ -369,8 +369,8 @@ def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
     return sorted(set(grids) | {default}, key=lambda g: (g, g) if isinstance(g, int) else g)
 
 
-# How a run executes or logs, never what it computes: a resumed run may change these (e.g. turn on
-# grad checkpointing after running out of memory).
+# How a run executes or logs rather than which run it is: a resumed run may change these (e.g. turn
+# on grad checkpointing after running out of memory, or continue on another device).
 EXECUTION_SETTINGS = {"grad_checkpointing", "tensorboard", "log_every", "checkpoint_every", "device"}
 
 
