@@ -43,7 +43,7 @@ def export_onnx(model: nn.Module, path: str | Path, grid: int | tuple[int, int] 
     height, width = image_size or config.img_size
     images = torch.randn(2, config.in_chans, height, width)
     if isinstance(model, LookupViT):
-        model = FixedGrid(model, model.resolve_grid(grid, (height // config.patch_size, width // config.patch_size)))
+        model = FixedGrid(model, model.resolve_grid(grid, (height // config.patch_size, width // config.patch_size))).eval()
     elif grid is not None:
         raise ValueError(f"grid only applies to LookupViT, not {type(model).__name__}")
     path = Path(path)
