@@ -175,6 +175,8 @@ def test_config_errors_are_clear(tmp_path):
         load_config(None, ["augment={rotation=3}"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="grad_checkpointing must be true or false"):
+        load_config(None, ["grad_checkpointing=yes"])  # a bare word parses as a (truthy) string
     with pytest.raises(ValueError, match="divisible by accum_steps"):
         train(tiny_config(tmp_path / "run", "batch_size=30", "accum_steps=4"), quiet=True)
 
@@ -207,6 +209,12 @@ def test_tensorboard_scalars_match_the_jsonl_log(tmp_path):
     (row,) = evaluation["eval"]
     (event,) = events.Scalars("eval/" + "x".join(map(str, row["grid"])) + "/average_top1")
     assert event.step == evaluation["step"] and event.value == pytest.approx(row["average"]["top1"])
+
+
+def test_tensorboard_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"pip install 'lookupvit\[tensorboard\]'"):
+        train(tiny_config(tmp_path / "run", "tensorboard=true"), quiet=True)
 
 
 def test_resume_ignores_execution_settings_and_fields_a_checkpoint_predates(tmp_path):

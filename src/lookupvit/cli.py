@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import benchmark
+from .evaluate import grid_label
 from .flops import analytic_flops, measured_flops
 from .models import LookupViT, LookupViTConfig
 from .registry import list_models, model_config
@@ -72,7 +73,7 @@ def cmd_flops(args: argparse.Namespace) -> None:
             grids = (args.grid or [None]) if isinstance(config, LookupViTConfig) else [None]
             for size in sizes:
                 for grid in grids:
-                    shown_grid = "-" if not isinstance(config, LookupViTConfig) else "x".join(map(str, grid or config.compressed_grid))
+                    shown_grid = grid_label(grid or config.compressed_grid) if isinstance(config, LookupViTConfig) else "-"
                     try:
                         analytic = analytic_flops(config, image_size=size, grid=grid) / 1e9
                         measured = measured_flops(config, image_size=size, grid=grid) / 1e9

@@ -61,6 +61,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        for name in ("download", "compile", "grad_checkpointing", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.amp not in ("bf16", "fp32"):
             raise ValueError(f"amp must be 'bf16' or 'fp32', got {self.amp!r}")
         if not self.grids or any(not isinstance(g, (int, list)) for g in self.grids):

@@ -65,13 +65,17 @@ def evaluate(
     return rows
 
 
+def grid_label(grid: tuple[int, ...] | list[int] | None) -> str:
+    """An evaluation row's grid as "3x3", or "-" for models without one (ViT)."""
+    return "x".join(map(str, grid)) if grid else "-"
+
+
 def format_table(rows: list[dict]) -> str:
     """Markdown table: grid, GFLOPs, top-1/top-5 per head."""
     heads = [head for head in HEADS if head in rows[0]]
     header = "| grid | GFLOPs | " + " | ".join(f"{h} top-1 | {h} top-5" for h in heads) + " |"
     lines = [header, "|" + "---|" * (2 + 2 * len(heads))]
     for row in rows:
-        grid = "x".join(map(str, row["grid"])) if row["grid"] else "-"
         cells = " | ".join(f"{100 * row[h]['top1']:.2f} | {100 * row[h]['top5']:.2f}" for h in heads)
-        lines.append(f"| {grid} | {row['gflops']:.3f} | {cells} |")
+        lines.append(f"| {grid_label(row['grid'])} | {row['gflops']:.3f} | {cells} |")
     return "\n".join(lines)

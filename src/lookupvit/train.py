@@ -29,7 +29,7 @@ from .augment import augment, mix
 from .checkpoint import atomic_write, save_model
 from .config import TrainConfig, config_json
 from .data import ImageDataset, load_fashion_mnist, load_image_folder
-from .evaluate import evaluate
+from .evaluate import evaluate, grid_label
 from .models import LookupViT
 from .registry import create_model
 from .runtime import compile_model, pick_device
@@ -407,7 +407,7 @@ class MetricsLog:
             return
         step = record["step"]
         for row in record.get("eval", []):
-            grid = "x".join(map(str, row["grid"])) if row["grid"] else "default"
+            grid = grid_label(row["grid"])
             for head in ("compressed", "lookup", "average"):
                 if head in row:
                     for metric in ("top1", "top5"):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .evaluate import grid_label
 from .models import LookupViT
 
 
@@ -36,7 +37,7 @@ def plot_accuracy_vs_flops(rows: list[dict], path: str | Path, title: str, basel
         axis.plot(xs, ys, style, label=f"LookupViT, {head} head" if head != "average" else "LookupViT, averaged heads")
         if head == "average":
             for x, y, row in zip(xs, ys, rows):
-                axis.annotate("x".join(map(str, row["grid"])), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+                axis.annotate(grid_label(row["grid"]), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     for name, baseline_rows in (baselines or {}).items():
         axis.plot([r["gflops"] * scale for r in baseline_rows], [100 * r["average"]["top1"] for r in baseline_rows], "k*", markersize=10, label=name)
     axis.set_xlabel(f"{unit} per image (2 x multiply-accumulates)")
