@@ -9,7 +9,7 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor
 
-from ..layers import PatchEmbed, init_weights, resize_tokens
+from ..layers import Linear, PatchEmbed, init_weights, resize_tokens
 
 
 def as_grid(value: int | tuple[int, ...] | list[int], name: str = "grid", dims: int = 2) -> tuple[int, ...]:
@@ -124,7 +124,7 @@ class SingleHeadClassifier(PatchModel):
     """The timm-style API of the one-head models (ViT and the baselines); subclasses set `config` and `head`."""
 
     config: ViTConfig
-    head: torch.nn.Linear
+    head: Linear
 
     @property
     def num_features(self) -> int:
@@ -135,7 +135,7 @@ class SingleHeadClassifier(PatchModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.config.num_classes = num_classes
-        self.head = torch.nn.Linear(self.num_features, num_classes)
+        self.head = Linear(self.num_features, num_classes)
         self.head.apply(init_weights)
 
     def forward(self, images: Tensor) -> Tensor:

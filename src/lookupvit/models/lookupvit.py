@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..layers import (
     BidirectionalCrossAttention,
     DropPath,
+    Linear,
     Mlp,
     ViTBlock,
     drop_path_rates,
@@ -116,10 +117,10 @@ class LookupViT(PatchModel):
             blocks = [ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate) for rate in rates]
         self.blocks = nn.ModuleList(blocks)
         self.norm_compressed = nn.LayerNorm(dim, eps=1e-6)
-        self.head_compressed = nn.Linear(dim, config.num_classes)
+        self.head_compressed = Linear(dim, config.num_classes)
         if config.use_lookup_tokens:
             self.norm_lookup = nn.LayerNorm(dim, eps=1e-6)
-            self.head_lookup = nn.Linear(dim, config.num_classes)
+            self.head_lookup = Linear(dim, config.num_classes)
         self.apply(init_weights)
 
     @property
@@ -131,10 +132,10 @@ class LookupViT(PatchModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.config.num_classes = num_classes
-        self.head_compressed = nn.Linear(self.num_features, num_classes)
+        self.head_compressed = Linear(self.num_features, num_classes)
         self.head_compressed.apply(init_weights)
         if self.config.use_lookup_tokens:
-            self.head_lookup = nn.Linear(self.num_features, num_classes)
+            self.head_lookup = Linear(self.num_features, num_classes)
             self.head_lookup.apply(init_weights)
 
     def resolve_grid(self, grid: int | tuple[int, int] | None, lookup_grid: tuple[int, int]) -> tuple[int, int]:

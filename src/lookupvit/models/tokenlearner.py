@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import ViTBlock, drop_path_rates, init_weights
+from ..layers import Linear, ViTBlock, drop_path_rates, init_weights
 from .common import SingleHeadClassifier, ViTConfig
 from .vit import ViTOutput
 
@@ -46,8 +46,8 @@ class TokenLearner(nn.Module):
     def __init__(self, dim: int, num_tokens: int, hidden_dim: int):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim, num_tokens)
+        self.fc1 = Linear(dim, hidden_dim)
+        self.fc2 = Linear(hidden_dim, num_tokens)
 
     def attention(self, tokens: Tensor) -> Tensor:
         """Pooling weights (B, S, N); each row sums to 1 over the N input tokens."""
@@ -77,7 +77,7 @@ class TokenLearnerViT(SingleHeadClassifier):
         )
         self.token_learner = TokenLearner(dim, config.num_learned_tokens, hidden_dim=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, config.num_classes)
+        self.head = Linear(dim, config.num_classes)
         self.apply(init_weights)
 
     def forward_features(self, images: Tensor) -> ViTOutput:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..layers import ViTBlock, drop_path_rates, init_weights
+from ..layers import Linear, ViTBlock, drop_path_rates, init_weights
 from .common import SingleHeadClassifier, ViTConfig
 
 
@@ -29,7 +29,7 @@ class ViT(SingleHeadClassifier):
             for rate in drop_path_rates(config.drop_path_rate, config.depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, config.num_classes)
+        self.head = Linear(dim, config.num_classes)
         self.apply(init_weights)
 
     def forward_features(self, images: Tensor) -> ViTOutput:

@@ -1,0 +1,103 @@
+"""fp32 CPU Linear: torch's default BLAS against the oneDNN path that lookupvit.layers.Linear takes in inference.
+
+Prints GFLOP/s of every B/16 Linear shape at batch 1 and 16 (224 px, 5x5 grid), then whole-model
+inference time of ViT-B/16 and LookupViT-B/16 with the oneDNN path on and off. Weights rotate
+through copies larger than the caches, as a 340 MB model's weights would. Blocks of calls
+alternate between the backends, so load from elsewhere on the machine hits both.
+
+    python benchmarks/linear_backends.py [--rounds 3]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import lookupvit.layers
+from lookupvit.registry import create_model
+
+DIM = 768
+LOOKUP_TOKENS, COMPRESSED_TOKENS = 196, 25
+SHAPES = {  # name: (tokens per image, in features, out features)
+    "ViT / compressed qkv": (None, DIM, 3 * DIM),
+    "attention proj": (None, DIM, DIM),
+    "MLP fc1": (None, DIM, 4 * DIM),
+    "MLP fc2": (None, 4 * DIM, DIM),
+    "lookup MLP fc1": (LOOKUP_TOKENS, DIM, DIM // 2),
+    "lookup MLP fc2": (LOOKUP_TOKENS, DIM // 2, DIM),
+}
+
+
+def seconds_per_call(call, reps: int) -> float:
+    call()
+    start = time.perf_counter()
+    for _ in range(reps):
+        call()
+    return (time.perf_counter() - start) / reps
+
+
+def linear_rows(batch: int, rounds: int) -> None:
+    for name, (tokens, fan_in, fan_out) in SHAPES.items():
+        token_counts = [tokens] if tokens else [LOOKUP_TOKENS, COMPRESSED_TOKENS]  # ViT's rows, then LookupViT's
+        for count in token_counts:
+            rows = batch * count
+            inputs = torch.randn(rows, fan_in)
+            weights = [torch.randn(fan_out, fan_in) for _ in range(max(2, 64_000_000 // (4 * fan_in * fan_out)))]
+            bias = torch.randn(fan_out)
+            state = {"i": 0}
+
+            def blas():
+                state["i"] = (state["i"] + 1) % len(weights)
+                F.linear(inputs, weights[state["i"]], bias)
+
+            def onednn():
+                state["i"] = (state["i"] + 1) % len(weights)
+                torch.ops.mkldnn._linear_pointwise(inputs, weights[state["i"]], bias, "none", [], "")
+
+            reps = max(3, 20_000 // rows)
+            with torch.inference_mode():
+                times = {"blas": [], "onednn": []}
+                for _ in range(rounds):
+                    times["blas"].append(seconds_per_call(blas, reps))
+                    times["onednn"].append(seconds_per_call(onednn, reps))
+            flops = 2 * rows * fan_in * fan_out
+            rate = {key: flops / statistics.median(value) / 1e9 for key, value in times.items()}
+            print(f"| {batch} | {name} | {rows} x {fan_in} -> {fan_out} | {rate['blas']:.0f} | {rate['onednn']:.0f} | {rate['onednn'] / rate['blas']:.2f}x |", flush=True)
+
+
+def model_rows(batch: int, rounds: int) -> None:
+    torch.manual_seed(0)
+    images = torch.randn(batch, 3, 224, 224)
+    models = {"ViT-B/16": (create_model("vit_b16").eval(), {}), "LookupViT-B/16 5x5": (create_model("lookupvit_b16").eval(), {"grid": 5})}
+    reps = 10 if batch == 1 else 2
+    for name, (model, kwargs) in models.items():
+        times = {True: [], False: []}
+        with torch.inference_mode():
+            for _ in range(rounds):
+                for use_onednn in (False, True):
+                    lookupvit.layers._HAS_ONEDNN_LINEAR = use_onednn
+                    times[use_onednn].append(seconds_per_call(lambda model=model, kwargs=kwargs: model(images, **kwargs), reps))
+        lookupvit.layers._HAS_ONEDNN_LINEAR = True
+        blas, onednn = (1000 * statistics.median(times[key]) for key in (False, True))
+        print(f"| {batch} | {name} | {blas:.0f} | {onednn:.0f} | {blas / onednn:.2f}x |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per backend (median reported)")
+    args = parser.parse_args()
+    if not torch.backends.mkldnn.is_available():
+        raise SystemExit("this torch build has no oneDNN: there is nothing to compare")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| batch | Linear | rows x in -> out | default BLAS GFLOP/s | oneDNN GFLOP/s | oneDNN / BLAS |\n|---|---|---|---|---|---|")
+    for batch in (1, 16):
+        linear_rows(batch, args.rounds)
+    print("\n| batch | model (224 px, fp32 inference) | default BLAS ms | oneDNN Linear ms | speedup |\n|---|---|---|---|---|")
+    for batch in (1, 16):
+        model_rows(batch, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
