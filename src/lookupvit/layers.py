@@ -97,7 +97,7 @@ class Linear(nn.Linear):
     """nn.Linear whose fp32 CPU inference runs on oneDNN instead of the default BLAS.
 
     PyTorch sends fp32 CPU matmuls to MKL. On the AMD EPYC machines this project is measured on,
-    MKL reaches 52-150 GFLOP/s on this model's shapes and oneDNN 108-210 (`benchmarks/linear_backends.py`);
+    MKL reaches 57-154 GFLOP/s on B/16's shapes and oneDNN 87-200 (`benchmarks/linear_backends.py`);
     the gap is widest for LookupViT's few-row compressed-token GEMMs at small batch. Same weights,
     same parameters, outputs equal to F.linear within fp32 rounding; every other case is F.linear.
     """
