@@ -83,13 +83,13 @@ _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.
 def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
     return (
         _HAS_ONEDNN_LINEAR
+        and not torch.compiler.is_compiling()  # compile and ONNX export must see the standard op
+        and not torch.jit.is_tracing()
+        and not torch.is_grad_enabled()  # the op has no backward: gradients would silently be missing
         and torch.backends.mkldnn.enabled  # the user's switch turns this path off with the rest of oneDNN
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
-        and not torch.is_grad_enabled()  # the op has no usable backward: training keeps F.linear
         and not torch.is_autocast_enabled("cpu")  # autocast casts to bf16, and F.linear runs that on oneDNN already
-        and not torch.compiler.is_compiling()  # compile and ONNX export must see the standard op
-        and not torch.jit.is_tracing()
     )
 
 
