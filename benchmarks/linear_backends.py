@@ -9,6 +9,7 @@ alternate between the backends, so load from elsewhere on the machine hits both.
 """
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -38,32 +39,32 @@ def seconds_per_call(call, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
+def backend_rates(rows: int, fan_in: int, fan_out: int, rounds: int) -> dict[str, float]:
+    """GFLOP/s of one Linear shape on each backend, weights rotating through copies larger than the caches."""
+    inputs = torch.randn(rows, fan_in)
+    weights = [torch.randn(fan_out, fan_in) for _ in range(max(2, 64_000_000 // (4 * fan_in * fan_out)))]
+    bias = torch.randn(fan_out)
+    calls = {
+        "blas": lambda weight: F.linear(inputs, weight, bias),
+        "onednn": lambda weight: torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], ""),
+    }
+    reps = max(3, 20_000 // rows)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, linear in calls.items():
+                rotation = itertools.cycle(weights)
+                times[name].append(seconds_per_call(lambda linear=linear, rotation=rotation: linear(next(rotation)), reps))
+    flops = 2 * rows * fan_in * fan_out
+    return {name: flops / statistics.median(values) / 1e9 for name, values in times.items()}
+
+
 def linear_rows(batch: int, rounds: int) -> None:
     for name, (tokens, fan_in, fan_out) in SHAPES.items():
         token_counts = [tokens] if tokens else [LOOKUP_TOKENS, COMPRESSED_TOKENS]  # ViT's rows, then LookupViT's
         for count in token_counts:
             rows = batch * count
-            inputs = torch.randn(rows, fan_in)
-            weights = [torch.randn(fan_out, fan_in) for _ in range(max(2, 64_000_000 // (4 * fan_in * fan_out)))]
-            bias = torch.randn(fan_out)
-            state = {"i": 0}
-
-            def blas():
-                state["i"] = (state["i"] + 1) % len(weights)
-                F.linear(inputs, weights[state["i"]], bias)
-
-            def onednn():
-                state["i"] = (state["i"] + 1) % len(weights)
-                torch.ops.mkldnn._linear_pointwise(inputs, weights[state["i"]], bias, "none", [], "")
-
-            reps = max(3, 20_000 // rows)
-            with torch.inference_mode():
-                times = {"blas": [], "onednn": []}
-                for _ in range(rounds):
-                    times["blas"].append(seconds_per_call(blas, reps))
-                    times["onednn"].append(seconds_per_call(onednn, reps))
-            flops = 2 * rows * fan_in * fan_out
-            rate = {key: flops / statistics.median(value) / 1e9 for key, value in times.items()}
+            rate = backend_rates(rows, fan_in, fan_out, rounds)
             print(f"| {batch} | {name} | {rows} x {fan_in} -> {fan_out} | {rate['blas']:.0f} | {rate['onednn']:.0f} | {rate['onednn'] / rate['blas']:.2f}x |", flush=True)
 
 

@@ -1,10 +1,10 @@
 """MHBC evaluation order: the paper's against the reassociated one, and which one the FLOPs rule picks.
 
 `BidirectionalCrossAttention` chooses its order per call with `reassociation_is_cheaper` (a FLOPs
-count with a 10 % margin). This times LookupViT-B/16 inference with each order forced, the two
+count with a 10 % margin). This times LookupViT inference (B/16 by default) with each order forced, the two
 interleaved call by call, so the rule can be checked on a new machine or backend:
 
-    python benchmarks/mhbc_order.py [--sizes 224 384] [--batch 16] [--reps 3]
+    python benchmarks/mhbc_order.py [--model-size b16] [--sizes 224 384] [--batch 16] [--reps 3]
 """
 
 import argparse
@@ -17,43 +17,51 @@ from lookupvit.registry import create_model
 from lookupvit.runtime import pick_device
 
 
-def main() -> None:
+def time_orders(model: torch.nn.Module, images: torch.Tensor, grid: int, dtype: torch.dtype, device: torch.device, reps: int) -> dict[str, float]:
+    """Median seconds of one inference call with every MHBC forced to each order, the orders interleaved."""
+    attentions = [module for module in model.modules() if isinstance(module, BidirectionalCrossAttention)]
+
+    def forward(reassociate: bool):
+        def call() -> None:
+            for attention in attentions:
+                attention.reassociate = reassociate
+            with torch.inference_mode(), autocast(device, dtype):
+                model(images, grid=grid)
+
+        return call
+
+    try:
+        return median_times({"paper": forward(False), "reassociated": forward(True)}, device, reps)
+    finally:
+        for attention in attentions:
+            attention.reassociate = None
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-size", default="b16", help="LookupViT size of the registry: ti16, s16, b16, nano4, ...")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 384])
     parser.add_argument("--grids", type=int, nargs="+", default=[3, 5, 7])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = pick_device(args.device)
     print("| px | dtype | grid | paper order ms | reassociated ms | reassociated faster by | rule picks |\n|---|---|---|---|---|---|---|")
     for size in args.sizes:
         torch.manual_seed(0)
-        model = create_model("lookupvit_b16", img_size=size).to(device).eval()
-        attentions = [module for module in model.modules() if isinstance(module, BidirectionalCrossAttention)]
-        images = torch.randn(args.batch, 3, size, size, device=device)
+        model = create_model(f"lookupvit_{args.model_size}", img_size=size).to(device).eval()
+        images = torch.randn(args.batch, model.config.in_chans, size, size, device=device)
         num_lookup = (size // model.config.patch_size) ** 2
         for dtype in (torch.float32, torch.bfloat16):
             for grid in args.grids:
-
-                def forward(reassociate: bool, grid: int = grid, dtype: torch.dtype = dtype):
-                    def call() -> None:
-                        for attention in attentions:
-                            attention.reassociate = reassociate
-                        with torch.inference_mode(), autocast(device, dtype):
-                            model(images, grid=grid)
-
-                    return call
-
-                times = median_times({"paper": forward(False), "reassociated": forward(True)}, device, args.reps)
+                times = time_orders(model, images, grid, dtype, device, args.reps)
                 rule = reassociation_is_cheaper(grid * grid, num_lookup, model.config.embed_dim, model.config.num_heads)
                 print(
                     f"| {size} | {str(dtype).removeprefix('torch.')} | {grid}x{grid} | {1000 * times['paper']:.0f} | "
                     f"{1000 * times['reassociated']:.0f} | {times['paper'] / times['reassociated']:.2f}x | {'reassociated' if rule else 'paper'} |",
                     flush=True,
                 )
-        for attention in attentions:
-            attention.reassociate = None
 
 
 if __name__ == "__main__":
