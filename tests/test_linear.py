@@ -81,6 +81,15 @@ def test_fast_path_runs_onednn_and_the_other_cases_do_not():
     assert not _onednn_linear_applies(x.double(), layer.weight.double())
 
 
+def test_wrong_input_width_gets_the_plain_shape_error_and_1d_inputs_work():
+    layer = Linear(24, 40)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            layer(torch.randn(5, 23))
+        vector = torch.randn(24)
+        torch.testing.assert_close(layer(vector).double(), reference(layer, vector), rtol=1e-5, atol=1e-5)
+
+
 def test_training_gradients_are_the_plain_linear_ones():
     torch.manual_seed(0)
     layer = Linear(24, 40)

@@ -89,6 +89,8 @@ def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
         and torch.backends.mkldnn.enabled  # the user's switch turns this path off with the rest of oneDNN
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
+        and x.dim() >= 2
+        and x.shape[-1] == weight.shape[1]  # a mismatch gets F.linear's clear shape error, not oneDNN's
         and not torch.is_autocast_enabled("cpu")  # autocast casts to bf16, and F.linear runs that on oneDNN already
     )
 
