@@ -1,8 +1,9 @@
 """fp32 CPU Linear: torch's default BLAS against the oneDNN path that lookupvit.layers.Linear takes in inference.
 
 Prints GFLOP/s of every B/16 Linear shape at batch 1 and 16 (224 px, 5x5 grid), then whole-model
-inference time of ViT-B/16 and LookupViT-B/16 with the oneDNN path on and off. Weights rotate
-through copies larger than the caches, as a 340 MB model's weights would. Blocks of calls
+inference time of ViT-B/16 and LookupViT-B/16 with the oneDNN path on and off (and the speedup
+ratio each way). Weights rotate through 64 MB of copies, twice this machine's 32 MB L3, as a 550 MB
+model's weights would; on a CPU with a larger cache, raise WEIGHT_BYTES. Blocks of calls
 alternate between the backends, so load from elsewhere on the machine hits both.
 
     python benchmarks/linear_backends.py [--rounds 3]
@@ -20,6 +21,7 @@ import lookupvit.layers
 from lookupvit.registry import create_model
 
 DIM = 768
+WEIGHT_BYTES = 64_000_000
 LOOKUP_TOKENS, COMPRESSED_TOKENS = 196, 25
 SHAPES = {  # name: (tokens per image, in features, out features)
     "ViT / compressed qkv": (None, DIM, 3 * DIM),
@@ -42,7 +44,7 @@ def seconds_per_call(call, reps: int) -> float:
 def backend_rates(rows: int, fan_in: int, fan_out: int, rounds: int) -> dict[str, float]:
     """GFLOP/s of one Linear shape on each backend, weights rotating through copies larger than the caches."""
     inputs = torch.randn(rows, fan_in)
-    weights = [torch.randn(fan_out, fan_in) for _ in range(max(2, 64_000_000 // (4 * fan_in * fan_out)))]
+    weights = [torch.randn(fan_out, fan_in) for _ in range(max(2, WEIGHT_BYTES // (4 * fan_in * fan_out)))]
     bias = torch.randn(fan_out)
     calls = {
         "blas": lambda weight: F.linear(inputs, weight, bias),
@@ -73,16 +75,22 @@ def model_rows(batch: int, rounds: int) -> None:
     images = torch.randn(batch, 3, 224, 224)
     models = {"ViT-B/16": (create_model("vit_b16").eval(), {}), "LookupViT-B/16 5x5": (create_model("lookupvit_b16").eval(), {"grid": 5})}
     reps = 10 if batch == 1 else 2
+    milliseconds: dict[str, tuple[float, float]] = {}
     for name, (model, kwargs) in models.items():
         times = {True: [], False: []}
-        with torch.inference_mode():
-            for _ in range(rounds):
-                for use_onednn in (False, True):
-                    lookupvit.layers._HAS_ONEDNN_LINEAR = use_onednn
-                    times[use_onednn].append(seconds_per_call(lambda model=model, kwargs=kwargs: model(images, **kwargs), reps))
-        lookupvit.layers._HAS_ONEDNN_LINEAR = True
+        try:
+            with torch.inference_mode():
+                for _ in range(rounds):
+                    for use_onednn in (False, True):
+                        lookupvit.layers._HAS_ONEDNN_LINEAR = use_onednn
+                        times[use_onednn].append(seconds_per_call(lambda model=model, kwargs=kwargs: model(images, **kwargs), reps))
+        finally:
+            lookupvit.layers._HAS_ONEDNN_LINEAR = True
         blas, onednn = (1000 * statistics.median(times[key]) for key in (False, True))
+        milliseconds[name] = (blas, onednn)
         print(f"| {batch} | {name} | {blas:.0f} | {onednn:.0f} | {blas / onednn:.2f}x |", flush=True)
+    (vit_blas, vit_onednn), (lookup_blas, lookup_onednn) = milliseconds.values()
+    print(f"| {batch} | LookupViT speedup over ViT | {vit_blas / lookup_blas:.2f}x | {vit_onednn / lookup_onednn:.2f}x | |", flush=True)
 
 
 def main() -> None:

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                 times = time_orders(model, images, grid, dtype, device, args.reps)
                 rule = reassociation_is_cheaper(grid * grid, num_lookup, model.config.embed_dim, model.config.num_heads)
                 print(
-                    f"| {size} | {str(dtype).removeprefix('torch.')} | {grid}x{grid} | {1000 * times['paper']:.0f} | "
-                    f"{1000 * times['reassociated']:.0f} | {times['paper'] / times['reassociated']:.2f}x | {'reassociated' if rule else 'paper'} |",
+                    f"| {size} | {str(dtype).removeprefix('torch.')} | {grid}x{grid} | {1000 * times['paper']:.1f} | "
+                    f"{1000 * times['reassociated']:.1f} | {times['paper'] / times['reassociated']:.2f}x | {'reassociated' if rule else 'paper'} |",
                     flush=True,
                 )
 

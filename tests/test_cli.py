@@ -83,20 +83,3 @@ def test_export_command_writes_a_checked_onnx_file(trained_run, tmp_path, capsys
     assert main(["export", str(trained_run / "best.safetensors"), "--grid", "2", "--out", str(tmp_path / "m.onnx")]) in (0, None)
     assert "onnxruntime matches PyTorch" in capsys.readouterr().out and (tmp_path / "m.onnx").stat().st_size > 100_000
 
-
-def test_mhbc_order_benchmark_reports_both_orders_and_the_rules_choice(capsys):
-    import importlib.util
-
-    from lookupvit.layers import reassociation_is_cheaper
-
-    spec = importlib.util.spec_from_file_location("mhbc_order", "benchmarks/mhbc_order.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(["--model-size", "nano4", "--sizes", "28", "--grids", "1", "3", "--batch", "2", "--reps", "1", "--device", "cpu"])
-    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| 28 |")]
-    assert len(rows) == 4  # fp32 and bf16 x two grids
-    for _, _, grid, paper_ms, reassociated_ms, _, picked in rows:
-        assert float(paper_ms) > 0 and float(reassociated_ms) > 0
-        side = int(grid.strip().split("x")[0])
-        expected = "reassociated" if reassociation_is_cheaper(side * side, 49, 96, 3) else "paper"
-        assert picked.strip() == expected

@@ -4,7 +4,9 @@ import contextlib
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from lookupvit.layers import Linear, _onednn_linear_applies
 from lookupvit.registry import create_model
@@ -15,11 +17,12 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 @contextlib.contextmanager
 def onednn_switched_off():
     # torch.backends.mkldnn.flags() would also touch the TF32 switch and warn about it
+    previous = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = True
+        torch.backends.mkldnn.enabled = previous
 
 
 def ops_called(fn) -> set[str]:
@@ -88,6 +91,34 @@ def test_wrong_input_width_gets_the_plain_shape_error_and_1d_inputs_work():
             layer(torch.randn(5, 23))
         vector = torch.randn(24)
         torch.testing.assert_close(layer(vector).double(), reference(layer, vector), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_forward_mode_ad_and_func_transforms_get_real_tangents_without_grad_mode():
+    torch.manual_seed(0)
+    layer = Linear(24, 40)
+    x, tangent = torch.randn(5, 24), torch.randn(5, 24)
+    expected = tangent @ layer.weight.T  # d(xW^T + b) = dx W^T
+    with torch.no_grad():
+        _, jvp_tangent = torch.func.jvp(layer, (x,), (tangent,))
+        with fwAD.dual_level():
+            dual_tangent = fwAD.unpack_dual(layer(fwAD.make_dual(x, tangent))).tangent
+    torch.testing.assert_close(jvp_tangent, expected)
+    torch.testing.assert_close(dual_tangent, expected)
+
+
+@needs_onednn
+def test_flop_counters_and_tracers_see_the_standard_op():
+    layer = Linear(24, 40)
+    x = torch.randn(5, 24)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            layer(x)
+        traced = torch.jit.trace(layer, (x,))
+        exported = torch.export.export(layer, (x,))
+    assert counter.get_total_flops() == 2 * 5 * 24 * 40
+    assert "aten::linear" in str(traced.graph)
+    assert "_linear_pointwise" not in str(traced.graph) and "_linear_pointwise" not in str(exported.graph)
 
 
 def test_training_gradients_are_the_plain_linear_ones():

@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.autograd.forward_ad
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 Grid = tuple[int, ...]
 
@@ -77,15 +79,27 @@ def resize_tokens(tokens: Tensor, grid_in: Grid, grid_out: Grid) -> Tensor:
 # Linear layer
 # --------------------------------------------------------------------------------------------
 
+# A private op (the one Inductor emits for fp32 CPU linears): re-check these conditions and
+# tests/test_linear.py when upgrading torch.
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether the oneDNN op computes exactly what F.linear would, gradients and all, for this call.
+
+    The op has no derivative of either kind, so any autograd (reverse or forward mode, torch.func
+    transforms) must see F.linear; so must tracers, export, FX proxies and dispatch modes (e.g. FLOP
+    counters), which would otherwise record a private op or nothing at all.
+    """
     return (
         _HAS_ONEDNN_LINEAR
-        and not torch.compiler.is_compiling()  # compile and ONNX export must see the standard op
+        and type(x) is Tensor  # not an FX proxy or a tensor subclass
+        and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
-        and not torch.is_grad_enabled()  # the op has no backward: gradients would silently be missing
+        and not torch.is_grad_enabled()
+        and torch.autograd.forward_ad._current_level < 0  # no forward-mode AD level open
+        and torch._C._functorch.peek_interpreter_stack() is None  # no torch.func transform active
+        and _get_current_dispatch_mode() is None
         and torch.backends.mkldnn.enabled  # the user's switch turns this path off with the rest of oneDNN
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
@@ -102,6 +116,8 @@ class Linear(nn.Linear):
     MKL reaches 57-154 GFLOP/s on B/16's shapes and oneDNN 87-200 (`benchmarks/linear_backends.py`);
     the gap is widest for LookupViT's few-row compressed-token GEMMs at small batch. Same weights,
     same parameters, outputs equal to F.linear within fp32 rounding; every other case is F.linear.
+    Tools that match modules by exact type, such as `quantize_dynamic(model, {nn.Linear})`, need
+    this class named too.
     """
 
     def forward(self, x: Tensor) -> Tensor:

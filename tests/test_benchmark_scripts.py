@@ -1,0 +1,39 @@
+"""The scripts in benchmarks/ run and report what they claim (their timings are not asserted)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from lookupvit.layers import BidirectionalCrossAttention
+from lookupvit.registry import create_model
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_mhbc_order_reports_both_orders_and_the_order_the_model_runs(capsys):
+    load_script("mhbc_order").main(["--model-size", "nano4", "--sizes", "28", "--grids", "1", "3", "--batch", "2", "--reps", "1", "--device", "cpu"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| 28 |")]
+    assert len(rows) == 4  # fp32 and bf16 x two grids
+    model = create_model("lookupvit_nano4")
+    attention = next(m for m in model.modules() if isinstance(m, BidirectionalCrossAttention))
+    lookup_tokens = (28 // model.config.patch_size) ** 2
+    for _, _, grid, paper_ms, reassociated_ms, _, picked in rows:
+        assert float(paper_ms) >= 0 and float(reassociated_ms) >= 0
+        side = int(grid.strip().split("x")[0])
+        runs = "reassociated" if attention._reassociated(side * side, lookup_tokens, model.config.embed_dim) else "paper"
+        assert picked.strip() == runs
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_linear_backend_rates_are_positive_for_both_backends():
+    rates = load_script("linear_backends").backend_rates(rows=8, fan_in=16, fan_out=24, rounds=1)
+    assert set(rates) == {"blas", "onednn"} and all(rate > 0 for rate in rates.values())
