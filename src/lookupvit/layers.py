@@ -113,7 +113,7 @@ class Linear(nn.Linear):
     """nn.Linear whose fp32 CPU inference runs on oneDNN instead of the default BLAS.
 
     PyTorch sends fp32 CPU matmuls to MKL. On the AMD EPYC machines this project is measured on,
-    MKL reaches 57-154 GFLOP/s on B/16's shapes and oneDNN 87-200 (`benchmarks/linear_backends.py`);
+    MKL reaches 56-172 GFLOP/s on B/16's shapes and oneDNN 87-207 (`benchmarks/linear_backends.py`);
     the gap is widest for LookupViT's few-row compressed-token GEMMs at small batch. Same weights,
     same parameters, outputs equal to F.linear within fp32 rounding; every other case is F.linear.
     Tools that match modules by exact type, such as `quantize_dynamic(model, {nn.Linear})`, need
