@@ -11,6 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from lookupvit.layers import Linear, _onednn_linear_applies
 from lookupvit.registry import create_model
 
+# torch.func and torch.jit.trace touch torch.jit, which warns that it is deprecated; it is still in use, so still covered
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
 
