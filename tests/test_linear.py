@@ -1,4 +1,8 @@
-"""The Linear layer's oneDNN fast path (fp32 CPU inference) against a float64 product, and when it must stay off."""
+"""The Linear layer's oneDNN fast path (fp32 CPU inference) against a float64 product, and when it must stay off.
+
+Not skipped without oneDNN: the pinned CPU torch has it, and a build that lacks it should fail here
+rather than silently lose the fast path.
+"""
 
 import contextlib
 
@@ -13,9 +17,6 @@ from lookupvit.registry import create_model
 
 # torch.func and torch.jit.trace touch torch.jit, which warns that it is deprecated; it is still in use, so still covered
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
-
-needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
-
 
 @contextlib.contextmanager
 def onednn_switched_off():
@@ -39,7 +40,6 @@ def reference(layer: Linear, x: torch.Tensor) -> torch.Tensor:
     return out if layer.bias is None else out + layer.bias.double()
 
 
-@needs_onednn
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(7, 24), (3, 5, 24), (2, 3, 4, 24), (0, 24)])
 def test_fast_path_matches_float64_product(shape, bias):
@@ -53,7 +53,6 @@ def test_fast_path_matches_float64_product(shape, bias):
     torch.testing.assert_close(out.double(), reference(layer, x), rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
 def test_fast_path_takes_non_contiguous_inputs():
     torch.manual_seed(0)
     layer = Linear(24, 40)
@@ -62,7 +61,6 @@ def test_fast_path_takes_non_contiguous_inputs():
         torch.testing.assert_close(layer(x).double(), reference(layer, x), rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
 def test_fast_path_runs_onednn_and_the_other_cases_do_not():
     layer = Linear(24, 40)
     x = torch.randn(5, 24)
@@ -96,7 +94,6 @@ def test_wrong_input_width_gets_the_plain_shape_error_and_1d_inputs_work():
         torch.testing.assert_close(layer(vector).double(), reference(layer, vector), rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
 def test_forward_mode_ad_and_func_transforms_get_real_tangents_without_grad_mode():
     torch.manual_seed(0)
     layer = Linear(24, 40)
@@ -110,7 +107,6 @@ def test_forward_mode_ad_and_func_transforms_get_real_tangents_without_grad_mode
     torch.testing.assert_close(dual_tangent, expected)
 
 
-@needs_onednn
 def test_flop_counters_and_tracers_see_the_standard_op():
     layer = Linear(24, 40)
     x = torch.randn(5, 24)
@@ -137,7 +133,6 @@ def test_training_gradients_are_the_plain_linear_ones():
     torch.testing.assert_close(x.grad, x_plain.grad)
 
 
-@needs_onednn
 @pytest.mark.parametrize("name", ["lookupvit_ti16", "vit_ti16"])
 def test_model_inference_matches_the_plain_path(name):
     torch.manual_seed(0)
