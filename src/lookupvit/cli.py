@@ -124,25 +124,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 vit_ratio = speed[(mode, image_size, batch, "-", names[1])] / speed[(mode, image_size, batch, "-", names[0])]
                 print(f"| {mode} | {image_size} | {batch} | {grid} | {ratio:.2f}x | {vit_ratio:.2f}x |")
     if args.memory_image_size:
-        print(f"\nPeak memory of one training step (batch {args.batch[0]}, AdamW; each model in a fresh process)\n")
-        print("grad ckpt: blocks recomputed in backward (grad checkpointing); vs ViT: against ViT without it\n")
-        print("| px | dtype | grad ckpt | model | grid | peak MiB | vs ViT |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"\nPeak memory of one training step (batch {args.batch[0]}, AdamW; each model in a fresh process, twice)\n")
+        print("grad ckpt: blocks recomputed in backward (grad checkpointing); vs ViT: against ViT without it")
+        print("process: what the process holds at its peak, memory the allocator keeps after a free included (CPU: peak RSS;")
+        print("CUDA: reserved); tensors: what the tensors occupy (CPU: peak RSS with freed memory unmapped at once; CUDA: allocated)\n")
+        print("| px | dtype | grad ckpt | model | grid | process MiB | vs ViT | tensors MiB | vs ViT |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for image_size in args.memory_image_size:
         for dtype in dtypes:
-            vit_bytes = None
+            vit_peaks: dict[bool, int | None] = {}
             for checkpointing in checkpointing_settings:
                 for grid in [None, *args.grid]:
                     name = f"{'lookupvit' if grid else 'vit'}_{args.size}"
-                    peak_bytes = benchmark.peak_training_memory(name, image_size, grid, args.batch[0], dtype, device, checkpointing)
-                    vit_bytes = vit_bytes or peak_bytes
+                    cells = []
+                    for tensors_only in (False, True):
+                        peak = benchmark.peak_training_memory(name, image_size, grid, args.batch[0], dtype, device, checkpointing, tensors_only)
+                        vit_peaks.setdefault(tensors_only, peak)
+                        vit_peak = vit_peaks[tensors_only]
+                        cells += ["n/a", "n/a"] if peak is None or vit_peak is None else [f"{peak / 2**20:.0f}", f"{peak / vit_peak:.2f}x"]
                     label = f"{grid}x{grid}" if grid else "-"
                     model = "LookupViT" if grid else "ViT"
-                    print(
-                        f"| {image_size} | {str(dtype).removeprefix('torch.')} | {'yes' if checkpointing else 'no'} | {model} | {label} | "
-                        f"{peak_bytes / 2**20:.0f} | {peak_bytes / vit_bytes:.2f}x |",
-                        flush=True,
-                    )
+                    print(f"| {image_size} | {str(dtype).removeprefix('torch.')} | {'yes' if checkpointing else 'no'} | {model} | {label} | {' | '.join(cells)} |", flush=True)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -252,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-image-size", nargs="*", type=int, default=[224], help="image sizes for the training-step table (none: skip)")
     bench.add_argument("--memory-image-size", nargs="*", type=int, default=[384], help="image sizes for peak training memory (none: skip)")
     bench.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false", help="skip the training-step and memory rows with grad checkpointing")
-    bench.add_argument("--reps", type=int, default=3)
+    bench.add_argument("--reps", type=int, default=3, help="timed calls per model and row (median); small inference batches take up to 5x as many")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=cmd_bench)
