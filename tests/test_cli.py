@@ -62,6 +62,13 @@ def test_cli_errors_are_one_line_not_tracebacks(trained_run, tmp_path, capsys):
     assert "positive" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--reps", "--batch", "--grid", "--image-size"])
+def test_bench_refuses_a_count_below_one(option, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", option, "0"])
+    assert f"argument {option}: expected a positive whole number, got 0" in capsys.readouterr().err
+
+
 def test_bench_prints_every_table(capsys):
     args = ["bench", "--size", "nano4", "--image-size", "28", "--grid", "3", "--batch", "4", "1", "--train-image-size", "28",
             "--memory-image-size", "28", "--reps", "1", "--dtype", "fp32", "bf16"]

@@ -37,6 +37,16 @@ def parse_grid(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
 def parse_image_size(text: str) -> tuple[int, int]:
     try:
         return parse_grid(text)
@@ -247,14 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="images/s of LookupViT vs ViT in one process, with FLOPs ratio and MFU")
     bench.add_argument("--size", default="b16", help="variant suffix shared by vit_* and lookupvit_*, e.g. b16, s16")
-    bench.add_argument("--image-size", nargs="+", type=int, default=[224, 384])
-    bench.add_argument("--grid", nargs="+", type=int, default=[3, 5, 7, 10])
+    bench.add_argument("--image-size", nargs="+", type=positive_int, default=[224, 384])
+    bench.add_argument("--grid", nargs="+", type=positive_int, default=[3, 5, 7, 10])
     bench.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
-    bench.add_argument("--batch", nargs="+", type=int, default=[16, 1], help="inference batch sizes; the first is also the training batch")
-    bench.add_argument("--train-image-size", nargs="*", type=int, default=[224], help="image sizes for the training-step table (none: skip)")
-    bench.add_argument("--memory-image-size", nargs="*", type=int, default=[384], help="image sizes for peak training memory (none: skip)")
+    bench.add_argument("--batch", nargs="+", type=positive_int, default=[16, 1], help="inference batch sizes; the first is also the training batch")
+    bench.add_argument("--train-image-size", nargs="*", type=positive_int, default=[224], help="image sizes for the training-step table (none: skip)")
+    bench.add_argument("--memory-image-size", nargs="*", type=positive_int, default=[384], help="image sizes for peak training memory (none: skip)")
     bench.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false", help="skip the training-step and memory rows with grad checkpointing")
-    bench.add_argument("--reps", type=int, default=3, help="timed calls per model and row (median); small inference batches take up to 5x as many")
+    bench.add_argument("--reps", type=positive_int, default=3, help="timed calls per model and row (median); small inference batches take up to 5x as many")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=cmd_bench)
