@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,6 +73,22 @@ def test_other_and_non_square_image_sizes_resample_the_position_embedding(small_
         pos = small_model.pos_embed.transpose(1, 2).reshape(1, 32, 14, 14)
         expected = F.interpolate(pos, size=(20, 28), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
         torch.testing.assert_close(resize_tokens(small_model.pos_embed, (14, 14), (20, 28)), expected)
+
+
+@pytest.mark.parametrize("reassociate", [False, True])
+def test_a_model_cast_to_bfloat16_takes_float32_images(small_model, reassociate):
+    """model.to(torch.bfloat16) is bf16 inference without autocast: the same images, the same answer
+    to bf16 precision, in both MHBC evaluation orders and at a resampled position embedding."""
+    for block in small_model.blocks:
+        block.cross_attn.reassociate = reassociate
+    cast = copy.deepcopy(small_model).to(torch.bfloat16)
+    torch.manual_seed(1)
+    for images in (torch.randn(4, 3, 28, 28), torch.randn(2, 3, 40, 56)):
+        with torch.no_grad():
+            expected = small_model(images, grid=(4, 6))
+            got = cast(images, grid=(4, 6))
+        assert got.dtype == torch.bfloat16
+        assert (got.float() - expected).abs().max() < 0.05 * expected.abs().max()
 
 
 def test_vit_baseline_shapes_and_pooling():

@@ -11,6 +11,7 @@ allocated peak on CUDA).
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -18,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +146,12 @@ class Row:
     mfu: float  # executed FLOP/s / GEMM peak of the same dtype
 
 
-def _rows(mode: str, image_size: int, dtype: torch.dtype, batch: int, found: list[Contender], times: dict[str, float], peak: float, passes: int) -> Iterator[Row]:
+def dtype_label(dtype: torch.dtype, cast_weights: bool = False) -> str:
+    """A row's dtype column: "float32", "bfloat16" (autocast) or "bfloat16 weights" (model cast)."""
+    return str(dtype).removeprefix("torch.") + (" weights" if cast_weights else "")
+
+
+def _rows(mode: str, image_size: int, dtype: str, batch: int, found: list[Contender], times: dict[str, float], peak: float, passes: int) -> Iterator[Row]:
     vit = found[0]
     for contender in found:
         seconds = times[contender.label]
@@ -153,7 +159,7 @@ def _rows(mode: str, image_size: int, dtype: torch.dtype, batch: int, found: lis
         yield Row(
             mode=mode,
             image_size=image_size,
-            dtype=str(dtype).removeprefix("torch."),
+            dtype=dtype,
             batch=batch,
             model="LookupViT" if contender.grid else contender.label,
             grid=contender.label if contender.grid else "-",
@@ -167,14 +173,30 @@ def _rows(mode: str, image_size: int, dtype: torch.dtype, batch: int, found: lis
         )
 
 
-def inference_rows(found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float) -> Iterator[Row]:
-    images = torch.randn(batch, found[0].model.config.in_chans, image_size, image_size, device=device)
+def cast_contenders(found: list[Contender], dtype: torch.dtype) -> list[Contender]:
+    """The contenders with copies of their models cast to `dtype`; LookupViT's grids share one copy."""
+    copies: dict[int, nn.Module] = {}
+    for contender in found:
+        if id(contender.model) not in copies:
+            copies[id(contender.model)] = copy.deepcopy(contender.model).to(dtype)
+    return [replace(contender, model=copies[id(contender.model)]) for contender in found]
+
+
+def inference_rows(
+    found: list[Contender], image_size: int, dtype: torch.dtype, batch: int, reps: int, device: torch.device, peak: float, cast_weights: bool = False
+) -> Iterator[Row]:
+    """Inference rows under autocast to `dtype`, or with `cast_weights` on copies of the models cast
+    to it (`model.to(dtype)`), which spares autocast's per-call casts of weights and activations."""
+    if cast_weights:
+        found = cast_contenders(found, dtype)
+    images = torch.randn(batch, found[0].model.config.in_chans, image_size, image_size, device=device, dtype=dtype if cast_weights else torch.float32)
+    autocast_dtype = torch.float32 if cast_weights else dtype
 
     def forward(contender: Contender) -> Callable[[], object]:
         kwargs = {"grid": contender.grid} if contender.grid else {}
 
         def call():
-            with torch.inference_mode(), autocast(device, dtype):
+            with torch.inference_mode(), autocast(device, autocast_dtype):
                 contender.model(images, **kwargs)
 
         return call
@@ -185,7 +207,7 @@ def inference_rows(found: list[Contender], image_size: int, dtype: torch.dtype, 
     # machine: up to 5x the calls, which still costs less time than batch 16's.
     calls = reps * min(5, max(1, 16 // batch))
     times = median_times({c.label: forward(c) for c in found}, device, calls)
-    yield from _rows("inference", image_size, dtype, batch, found, times, peak, passes=1)
+    yield from _rows("inference", image_size, dtype_label(dtype, cast_weights), batch, found, times, peak, passes=1)
 
 
 def training_step(model: nn.Module, grid: int | None, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -232,7 +254,7 @@ def training_rows(
     finally:
         for contender in found:
             contender.model.set_grad_checkpointing(False)
-    yield from _rows("train step, grad ckpt" if grad_checkpointing else "train step", image_size, dtype, batch, found, times, peak, passes=3)
+    yield from _rows("train step, grad ckpt" if grad_checkpointing else "train step", image_size, dtype_label(dtype), batch, found, times, peak, passes=3)
 
 
 # --------------------------------------------------------------------------------------------

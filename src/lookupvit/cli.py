@@ -95,11 +95,13 @@ def cmd_flops(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
-    dtypes = [parse_dtype(name) for name in args.dtype]
+    # (dtype, cast_weights): "bf16" is autocast, "bf16-weights" the model cast with .to(bfloat16)
+    precisions = [(parse_dtype(name.removesuffix("-weights")), name.endswith("-weights")) for name in args.dtype]
+    dtypes = [dtype for dtype, cast_weights in precisions if not cast_weights]  # training runs under autocast only
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    peaks = {dtype: benchmark.gemm_peak(device, dtype) for dtype in dtypes}
+    peaks = {dtype: benchmark.gemm_peak(device, dtype) for dtype, _ in precisions}
     for dtype, peak in peaks.items():
         print(f"GEMM peak ({str(dtype).removeprefix('torch.')}, 2048^3): {peak / 1e9:.0f} GFLOP/s")
     if benchmark.timm_vit(args.size, 224) is None:
@@ -109,9 +111,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     rows = []
     for image_size in args.image_size:
         found = benchmark.contenders(args.size, image_size, args.grid, device)
-        for dtype in dtypes:
+        for dtype, cast_weights in precisions:
             for batch in args.batch:
-                for row in benchmark.inference_rows(found, image_size, dtype, batch, args.reps, device, peaks[dtype]):
+                for row in benchmark.inference_rows(found, image_size, dtype, batch, args.reps, device, peaks[dtype], cast_weights):
                     rows.append(row)
                     print(benchmark.format_row(row), flush=True)
     checkpointing_settings = [False, True] if args.grad_checkpointing else [False]
@@ -122,17 +124,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 for row in benchmark.training_rows(found, image_size, dtype, args.batch[0], args.reps, device, peaks[dtype], checkpointing):
                     rows.append(row)
                     print(benchmark.format_row(row), flush=True)
-    if len(dtypes) > 1:
-        print(f"\nThroughput of {dtypes[1]} autocast over {dtypes[0]}, LookupViT (ViT beside it)\n")
-        print("| pass | px | batch | grid | LookupViT | ViT |")
-        print("|---|---|---|---|---|---|")
+    if len(precisions) > 1:
+        base = benchmark.dtype_label(*precisions[0])
+        print(f"\nThroughput over {base}, LookupViT (ViT beside it); bfloat16: autocast, bfloat16 weights: model cast\n")
+        print("| pass | px | batch | grid | dtype | LookupViT | ViT |")
+        print("|---|---|---|---|---|---|---|")
         speed = {(r.mode, r.image_size, r.batch, r.grid, r.dtype): r.images_per_s for r in rows}
-        names = [str(d).removeprefix("torch.") for d in dtypes[:2]]
         for (mode, image_size, batch, grid, dtype), value in speed.items():
-            if dtype == names[1] and grid != "-":
-                ratio = value / speed[(mode, image_size, batch, grid, names[0])]
-                vit_ratio = speed[(mode, image_size, batch, "-", names[1])] / speed[(mode, image_size, batch, "-", names[0])]
-                print(f"| {mode} | {image_size} | {batch} | {grid} | {ratio:.2f}x | {vit_ratio:.2f}x |")
+            if dtype != base and grid != "-" and (mode, image_size, batch, grid, base) in speed:
+                ratio = value / speed[(mode, image_size, batch, grid, base)]
+                vit_ratio = speed[(mode, image_size, batch, "-", dtype)] / speed[(mode, image_size, batch, "-", base)]
+                print(f"| {mode} | {image_size} | {batch} | {grid} | {dtype} | {ratio:.2f}x | {vit_ratio:.2f}x |")
     if args.memory_image_size:
         print(f"\nPeak memory of one training step (batch {args.batch[0]}, AdamW; each model in a fresh process, twice)\n")
         print("grad ckpt: blocks recomputed in backward (grad checkpointing); vs ViT: against ViT without it")
@@ -198,12 +200,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)
+    if args.dtype == "bf16-weights":
+        model.to(torch.bfloat16)
     if args.data == "fashion-mnist":
         dataset = load_fashion_mnist("test", args.data_root)
     else:
         dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
     grids = args.grid or [None]
-    rows = evaluate(model, dataset.subset(args.limit), normalization, grids, args.batch_size, device)
+    rows = evaluate(model, dataset.subset(args.limit), normalization, grids, args.batch_size, device, amp=args.dtype == "bf16")
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
@@ -259,7 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", default="b16", help="variant suffix shared by vit_* and lookupvit_*, e.g. b16, s16")
     bench.add_argument("--image-size", nargs="+", type=positive_int, default=[224, 384])
     bench.add_argument("--grid", nargs="+", type=positive_int, default=[3, 5, 7, 10])
-    bench.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    bench.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["fp32", "bf16", "bf16-weights"],
+        choices=["fp32", "bf16", "fp16", "bf16-weights", "fp16-weights"],
+        help="bf16/fp16: autocast; *-weights: inference with the models cast to that dtype (no training rows). The first is the baseline of the ratio table",
+    )
     bench.add_argument("--batch", nargs="+", type=positive_int, default=[16, 1], help="inference batch sizes; the first is also the training batch")
     bench.add_argument("--train-image-size", nargs="*", type=positive_int, default=[224], help="image sizes for the training-step table (none: skip)")
     bench.add_argument("--memory-image-size", nargs="*", type=positive_int, default=[384], help="image sizes for peak training memory (none: skip)")
@@ -302,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the rows as JSON here")
     evaluate.add_argument("--plot", help="also draw accuracy vs FLOPs to this PNG")
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16", "bf16-weights"], help="bf16: autocast; bf16-weights: the model cast to bfloat16 (faster on CPU, see README Speed)"
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     predict = commands.add_parser("predict", help="top-k classes for one image")

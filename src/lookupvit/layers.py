@@ -143,7 +143,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, pixels: Tensor) -> tuple[Tensor, Grid]:
         """(B, C, *spatial) -> tokens (B, N, D) and the token grid."""
-        features = self.proj(pixels)
+        # Pixels take the weights' dtype, so a model cast with .to(torch.bfloat16) takes the same
+        # float32 images as before; under autocast the convolution casts both anyway.
+        features = self.proj(pixels.to(self.proj.weight.dtype))
         grid = tuple(features.shape[2:])
         # One copy here: a transposed view would keep its strides through every residual add and
         # make each later LayerNorm and linear copy the N tokens again.
