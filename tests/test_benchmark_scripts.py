@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from lookupvit.layers import BidirectionalCrossAttention
 from lookupvit.registry import create_model
 
@@ -33,3 +35,13 @@ def test_mhbc_order_reports_both_orders_and_the_order_the_model_runs(capsys):
 def test_linear_backend_rates_are_positive_for_both_backends():
     rates = load_script("linear_backends").backend_rates(rows=8, fan_in=16, fan_out=24, rounds=1)
     assert set(rates) == {"blas", "onednn"} and all(rate > 0 for rate in rates.values())
+
+
+def test_precision_script_times_every_precision_for_both_models(capsys):
+    load_script("precision").main(["--model-size", "nano4", "--sizes", "28", "--grid", "3", "--batch", "2", "--reps", "1", "--device", "cpu"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith(("| ViT |", "| LookupViT 3x3 |"))]
+    assert [row[0].strip() for row in rows] == ["ViT", "LookupViT 3x3"]
+    for row in rows:
+        assert min(float(cell) for cell in row[3:6]) > 0  # ms of fp32, autocast, cast weights
+        autocast_over_fp32, cast_over_fp32, cast_over_autocast = (float(cell.strip().rstrip("x")) for cell in row[6:9])
+        assert cast_over_autocast == pytest.approx(cast_over_fp32 / autocast_over_fp32, rel=0.05)  # the columns are the ratios they claim

@@ -15,7 +15,7 @@ from .evaluate import grid_label
 from .flops import analytic_flops, measured_flops
 from .models import LookupViT, LookupViTConfig
 from .registry import list_models, model_config
-from .runtime import parse_dtype, pick_device
+from .runtime import parse_precision, pick_device
 
 # Paper Table 1: GFLOPs (2 x MACs) at 224 px.
 TABLE_1 = {
@@ -95,9 +95,8 @@ def cmd_flops(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
-    # (dtype, cast_weights): "bf16" is autocast, "bf16-weights" the model cast with .to(bfloat16)
-    precisions = [(parse_dtype(name.removesuffix("-weights")), name.endswith("-weights")) for name in args.dtype]
-    dtypes = [dtype for dtype, cast_weights in precisions if not cast_weights]  # training runs under autocast only
+    precisions = [parse_precision(name) for name in args.dtype]
+    dtypes = [dtype for dtype, cast_weights in precisions if not cast_weights]  # one trains under autocast, not in a cast model
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -200,14 +199,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)
-    if args.dtype == "bf16-weights":
-        model.to(torch.bfloat16)
+    dtype, cast_weights = parse_precision(args.dtype)
+    if cast_weights:
+        model.to(dtype)
     if args.data == "fashion-mnist":
         dataset = load_fashion_mnist("test", args.data_root)
     else:
         dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
     grids = args.grid or [None]
-    rows = evaluate(model, dataset.subset(args.limit), normalization, grids, args.batch_size, device, amp=args.dtype == "bf16")
+    rows = evaluate(model, dataset.subset(args.limit), normalization, grids, args.batch_size, device, amp=dtype == torch.bfloat16 and not cast_weights)
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

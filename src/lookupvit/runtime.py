@@ -35,3 +35,9 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def parse_precision(name: str) -> tuple[torch.dtype, bool]:
+    """"bf16" is autocast to bfloat16; "bf16-weights" the model itself cast to it. -> (dtype, cast_weights)"""
+    dtype_name = name.removesuffix("-weights")
+    return parse_dtype(dtype_name), dtype_name != name
