@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import lookupvit.layers
+from lookupvit.cli import positive_int
 from lookupvit.registry import create_model
 
 DIM = 768
@@ -93,10 +94,10 @@ def model_rows(batch: int, rounds: int) -> None:
     print(f"| {batch} | LookupViT speedup over ViT | {vit_blas / lookup_blas:.2f}x | {vit_onednn / lookup_onednn:.2f}x | |", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per backend (median reported)")
-    args = parser.parse_args()
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating blocks per backend (median reported)")
+    args = parser.parse_args(argv)
     if not torch.backends.mkldnn.is_available():
         raise SystemExit("this torch build has no oneDNN: there is nothing to compare")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")

@@ -12,6 +12,7 @@ import argparse
 import torch
 
 from lookupvit.benchmark import autocast, median_times
+from lookupvit.cli import positive_int
 from lookupvit.layers import BidirectionalCrossAttention, reassociation_is_cheaper
 from lookupvit.registry import create_model
 from lookupvit.runtime import pick_device
@@ -40,10 +41,10 @@ def time_orders(model: torch.nn.Module, images: torch.Tensor, grid: int, dtype: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-size", default="b16", help="LookupViT size of the registry: ti16, s16, b16, nano4, ...")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 384])
-    parser.add_argument("--grids", type=int, nargs="+", default=[3, 5, 7])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[224, 384])
+    parser.add_argument("--grids", type=positive_int, nargs="+", default=[3, 5, 7])
+    parser.add_argument("--batch", type=positive_int, default=16)
+    parser.add_argument("--reps", type=positive_int, default=3)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = pick_device(args.device)

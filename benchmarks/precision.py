@@ -17,6 +17,7 @@ import copy
 import torch
 
 from lookupvit.benchmark import autocast, median_times
+from lookupvit.cli import positive_int
 from lookupvit.registry import create_model
 from lookupvit.runtime import pick_device
 
@@ -41,10 +42,10 @@ def time_precisions(model: torch.nn.Module, images: torch.Tensor, grid: int | No
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-size", default="b16", help="size of the registry shared by vit_* and lookupvit_*: b16, s16, nano4, ...")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 384])
-    parser.add_argument("--grid", type=int, default=5)
-    parser.add_argument("--batch", type=int, nargs="+", default=[16, 1])
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[224, 384])
+    parser.add_argument("--grid", type=positive_int, default=5)
+    parser.add_argument("--batch", type=positive_int, nargs="+", default=[16, 1])
+    parser.add_argument("--reps", type=positive_int, default=5)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = pick_device(args.device)

@@ -45,3 +45,10 @@ def test_precision_script_times_every_precision_for_both_models(capsys):
         assert min(float(cell) for cell in row[3:6]) > 0  # ms of fp32, autocast, cast weights
         autocast_over_fp32, cast_over_fp32, cast_over_autocast = (float(cell.strip().rstrip("x")) for cell in row[6:9])
         assert cast_over_autocast == pytest.approx(cast_over_fp32 / autocast_over_fp32, rel=0.05)  # the columns are the ratios they claim
+
+
+@pytest.mark.parametrize("script, option", [("precision", "--reps"), ("mhbc_order", "--batch"), ("linear_backends", "--rounds")])
+def test_benchmark_scripts_refuse_a_count_below_one(script, option, capsys):
+    with pytest.raises(SystemExit):
+        load_script(script).main([option, "0"])
+    assert f"argument {option}: expected a positive whole number, got 0" in capsys.readouterr().err
