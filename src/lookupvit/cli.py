@@ -134,7 +134,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 ratio = value / speed[(mode, image_size, batch, grid, base)]
                 vit_ratio = speed[(mode, image_size, batch, "-", dtype)] / speed[(mode, image_size, batch, "-", base)]
                 print(f"| {mode} | {image_size} | {batch} | {grid} | {dtype} | {ratio:.2f}x | {vit_ratio:.2f}x |")
-    if args.memory_image_size:
+    if args.memory_image_size and dtypes:
         print(f"\nPeak memory of one training step (batch {args.batch[0]}, AdamW; each model in a fresh process, twice)\n")
         print("grad ckpt: blocks recomputed in backward (grad checkpointing); vs ViT: against ViT without it")
         print("process: what the process holds at its peak, memory the allocator keeps after a free included (CPU: peak RSS;")
