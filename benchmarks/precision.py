@@ -19,9 +19,9 @@ import torch
 from lookupvit.benchmark import autocast, median_times
 from lookupvit.cli import positive_int
 from lookupvit.registry import create_model
-from lookupvit.runtime import pick_device
+from lookupvit.runtime import parse_precision, pick_device
 
-PRECISIONS = ("fp32", "bf16 autocast", "bf16 weights")
+PRECISIONS = ("fp32", "bf16", "bf16-weights")  # as `lookupvit bench --dtype` names them: bf16 is autocast
 
 
 def time_precisions(model: torch.nn.Module, images: torch.Tensor, grid: int | None, device: torch.device, reps: int) -> dict[str, float]:
@@ -30,9 +30,11 @@ def time_precisions(model: torch.nn.Module, images: torch.Tensor, grid: int | No
     kwargs = {"grid": grid} if grid else {}
 
     def forward(precision: str):
+        dtype, cast_weights = parse_precision(precision)
+
         def call() -> None:
-            with torch.inference_mode(), autocast(device, torch.bfloat16 if precision == "bf16 autocast" else torch.float32):
-                (cast_model if precision == "bf16 weights" else model)(images, **kwargs)
+            with torch.inference_mode(), autocast(device, torch.float32 if cast_weights else dtype):
+                (cast_model if cast_weights else model)(images, **kwargs)
 
         return call
 
