@@ -97,3 +97,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
         holds = f"the file holds a {metadata['arch']} model with config {metadata['config']}; " if "arch" in metadata else ""
         raise ValueError(f"{path} does not match this {type(model).__name__} (another architecture or size?): {holds}" + "; ".join(problems))
     model.load_state_dict(state)
+
+
+# Training checkpoints (model, optimizer, schedule and step), written by the training loop.
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged zip archives
+        raise ValueError(
+            f"checkpoint {path} is truncated or corrupt ({type(error).__name__}: {error}). It was not overwritten; "
+            "move it away to start the run afresh, or restore a copy"
+        ) from error

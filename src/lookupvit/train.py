@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .augment import augment, mix
-from .checkpoint import atomic_write, save_model
+from .checkpoint import load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig, config_json
 from .data import ImageDataset, load_fashion_mnist, load_image_folder
 from .evaluate import evaluate, grid_label
@@ -175,22 +175,8 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints
+# Seeds
 # --------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged zip archives
-        raise ValueError(
-            f"checkpoint {path} is truncated or corrupt ({type(error).__name__}: {error}). It was not overwritten; "
-            "move it away to start the run afresh, or restore a copy"
-        ) from error
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
