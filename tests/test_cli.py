@@ -111,3 +111,90 @@ def test_export_command_writes_a_checked_onnx_file(trained_run, tmp_path, capsys
     assert main(["export", str(trained_run / "best.safetensors"), "--grid", "2", "--out", str(tmp_path / "m.onnx")]) in (0, None)
     assert "onnxruntime matches PyTorch" in capsys.readouterr().out and (tmp_path / "m.onnx").stat().st_size > 100_000
 
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["eval", "m.safetensors", "--batch-size", "0"], "--batch-size"),
+        (["eval", "m.safetensors", "--limit", "0"], "--limit"),
+        (["predict", "x.png", "--model", "m.safetensors", "--topk", "0"], "--topk"),
+    ],
+)
+def test_count_options_refuse_zero(argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {option}: expected a positive whole number, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval", "m.safetensors"], ["report", "run"], ["reproduce"], ["bench"]])
+def test_threads_option_refuses_a_negative_count(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--threads", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --threads: expected a whole number >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command,module",
+    [(["eval", "m.safetensors"], "lookupvit.report.load_trained"), (["report", "run"], "lookupvit.report.write_report"), (["reproduce"], "lookupvit.reproduce.reproduce")],
+)
+def test_eval_report_and_reproduce_set_threads_first(command, module, monkeypatch, capsys):
+    calls = []
+
+    def stop(*args, **kwargs):
+        calls.append(("work", kwargs.get("threads")))
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr("lookupvit.cli.configure_threads", lambda threads: calls.append(("threads", threads)))
+    monkeypatch.setattr(module, stop)
+    assert main([*command, "--threads", "1"]) == 2
+    assert calls[0] == ("threads", 1) and calls[1][0] == "work"
+    if command == ["reproduce"]:
+        assert calls[1] == ("work", 1)  # and on to every training run's config
+    assert main(command) == 2
+    assert calls[2] == ("threads", 0)  # 0: automatic
+
+
+def test_train_threads_option_overrides_the_config(monkeypatch):
+    configs = []
+
+    def record(config):
+        configs.append(config)
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr("lookupvit.train.train", record)
+    assert main(["train", "--no-report", "--set", "threads=2"]) == 2
+    assert main(["train", "--no-report", "--threads", "1", "--set", "threads=2"]) == 2
+    assert [config.threads for config in configs] == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("epochs=abc", "epochs must be a whole number >= 1, got 'abc' (str)"),
+        ("grids=[9]", "grids entry 9 is larger than the 7x7 lookup grid of lookupvit_nano4"),
+        ("batch_size=-8", "batch_size must be a whole number >= 1, got -8"),
+    ],
+)
+def test_train_refuses_bad_settings_before_reading_data(setting, message, monkeypatch, capsys):
+    def no_training(config):
+        raise AssertionError("train() was called")
+
+    monkeypatch.setattr("lookupvit.train.train", no_training)
+    assert main(["train", "--set", "model=lookupvit_nano4", setting]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_refuses_data_whose_class_names_differ_from_the_model_files(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    test = load_fashion_mnist("test")
+    for label, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        for n in range(3):
+            Image.fromarray(test.images[label * 3 + n, 0].numpy()).save(tmp_path / name / f"{n}.png")
+    assert main(["eval", str(trained_run / "best.safetensors"), "--data", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "has classes ['cat', 'dog'] but the model file" in error and "'T-shirt/top'" in error and "labels would not mean the same class" in error

@@ -1,10 +1,19 @@
 import gzip
+import json
 import shutil
 
 import pytest
 import torch
 
-from lookupvit.data import FASHION_MNIST_CLASSES, ImageDataset, load_fashion_mnist, load_image_folder
+from lookupvit.data import (
+    FASHION_MNIST_CLASSES,
+    ImageDataset,
+    Normalization,
+    check_class_names,
+    dataset_normalization,
+    load_fashion_mnist,
+    load_image_folder,
+)
 
 
 def test_fashion_mnist_is_the_real_dataset():
@@ -83,3 +92,28 @@ def test_select_classes_keeps_and_relabels_only_those_classes():
     for bad in ([4], [1, 1], []):
         with pytest.raises(ValueError, match="distinct ids in 0..3"):
             dataset.select_classes(bad)
+
+
+def test_normalization_is_per_channel_from_a_random_sample_of_the_whole_set():
+    # Sorted like an image folder: the first 10,000 images are all of the dark class.
+    dark = torch.full((10_000, 3, 4, 4), 20, dtype=torch.uint8)
+    bright = torch.stack([torch.full((4, 4), value, dtype=torch.uint8) for value in (200, 120, 60)]).expand(10_000, -1, -1, -1)
+    dataset = ImageDataset(torch.cat([dark, bright]), torch.cat([torch.zeros(10_000), torch.ones(10_000)]).long(), ("dark", "bright"))
+    normalization = dataset_normalization(dataset, seed=0)
+    full_mean = dataset.images.float().div(255).mean(dim=(0, 2, 3))
+    full_std = dataset.images.float().div(255).transpose(0, 1).flatten(1).std(dim=1)
+    torch.testing.assert_close(torch.tensor(normalization.mean), full_mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(torch.tensor(normalization.std), full_std, atol=0.01, rtol=0)
+    assert normalization.mean[0] > normalization.mean[1] > normalization.mean[2]
+    normalized = normalization(dataset.images)
+    torch.testing.assert_close(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=0.05, rtol=0)
+    assert Normalization.from_json(json.loads(json.dumps(normalization.to_json()))) == normalization
+    assert Normalization.from_json([0.3, 0.35]) == Normalization(0.3, 0.35)  # model files written before per-channel statistics
+
+
+def test_class_names_must_line_up():
+    check_class_names(("a", "b"), ("a", "b"), "the model", "the data")
+    with pytest.raises(ValueError, match=r"the data has classes \['b', 'a'\] but the model has \['a', 'b'\] \(the same class names in another order\)"):
+        check_class_names(("a", "b"), ("b", "a"), "the model", "the data")
+    with pytest.raises(ValueError, match=r"only in the model: \['b'\]; only in the data: \['c'\]"):
+        check_class_names(("a", "b"), ("a", "c"), "the model", "the data")

@@ -10,7 +10,7 @@ from lookupvit.fewshot import (
     ridge_probe_accuracy,
     sample_shots,
 )
-from lookupvit.train import Normalization
+from lookupvit.data import Normalization
 
 
 def naive_ridge_weights(features, labels, num_classes, l2_reg):

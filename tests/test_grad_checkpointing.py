@@ -43,17 +43,27 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_and_keep_less(name, 
     assert saved < plain_saved / 2, (saved, plain_saved)
 
 
-def test_attention_maps_are_unchanged_by_recomputation():
+def test_attention_maps_and_gradients_are_unchanged_by_recomputation():
+    # Recomputation happens in backward, so the maps a backward recomputes must match the forward's,
+    # and stochastic depth must replay the same masks there (SMALL has drop_path_rate > 0).
     model = create_model("lookupvit_nano4", **SMALL).train()
-    images = torch.randn(2, 1, 28, 28)
-    torch.manual_seed(5)
-    plain = model.forward_features(images, grid=3, return_attention=True).attention
-    model.set_grad_checkpointing(True)
-    torch.manual_seed(5)
-    recomputed = model.forward_features(images, grid=3, return_attention=True).attention
-    assert len(recomputed) == len(plain) == SMALL["depth"]
-    for a, b in zip(plain, recomputed):
+    images = torch.randn(4, 1, 28, 28)
+
+    def run(checkpointing: bool):
+        model.set_grad_checkpointing(checkpointing)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        output = model.forward_features(images, grid=3, return_attention=True)
+        (output.logits.square().sum() + sum(a.square().sum() for a in output.attention)).backward()
+        return [a.detach() for a in output.attention], {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain_maps, plain_grads = run(False)
+    maps, grads = run(True)
+    assert len(maps) == len(plain_maps) == SMALL["depth"]
+    for a, b in zip(plain_maps, maps):
         assert torch.equal(a, b)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_no_recomputation_without_gradients(monkeypatch):

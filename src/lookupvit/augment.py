@@ -83,10 +83,23 @@ def augment(images: Tensor, config: AugmentConfig, generator: torch.Generator, g
     return images.masked_fill((inside & erase.view(-1, 1, 1)).unsqueeze(1), 0.0)
 
 
-def mix(images: Tensor, targets: Tensor, config: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """Mixup or CutMix inside the local batch (partner = the batch reversed); returns soft targets.
+def mix_partners(batch: int) -> Tensor:
+    """Row i of a batch is mixed with row i ^ 1: its neighbour in the pair (0, 1), (2, 3), ...
 
-    Modifies `images` in place for CutMix. `targets` are one-hot/soft (B, classes).
+    Pairs never straddle two micro-batches or two processes as long as each local batch is even and
+    starts at an even row, so accumulation and DDP mix exactly the pairs of the full batch.
+    """
+    if batch % 2:
+        raise ValueError(f"mixup/cutmix pair rows (0, 1), (2, 3), ...: a local batch of {batch} rows is odd")
+    return torch.arange(batch) ^ 1
+
+
+def mix(images: Tensor, targets: Tensor, config: AugmentConfig, generator: torch.Generator) -> Tensor:
+    """Mixup or CutMix of each row with its pair partner (`mix_partners`); returns soft targets.
+
+    The choice, lambda and CutMix box are drawn once per global batch from `generator`, so every
+    micro-batch of a step draws the same ones. Modifies `images` in place. `targets` are
+    one-hot/soft (B, classes).
     """
     choices = [name for name, alpha in (("mixup", config.mixup_alpha), ("cutmix", config.cutmix_alpha)) if alpha > 0]
     if not choices:
@@ -94,18 +107,19 @@ def mix(images: Tensor, targets: Tensor, config: AugmentConfig, generator: torch
     name = choices[int(torch.randint(len(choices), (1,), generator=generator))]
     alpha = config.mixup_alpha if name == "mixup" else config.cutmix_alpha
     lam = _beta(alpha, generator)
-    partner = images.flip(0)
+    partners = mix_partners(images.shape[0]).to(images.device)
+    partner_images = images[partners]
     if name == "mixup":
-        images.mul_(lam).add_(partner * (1 - lam))
+        images.mul_(lam).add_(partner_images * (1 - lam))
     else:
         height, width = images.shape[-2:]
         cut = math.sqrt(1 - lam)
         box_h, box_w = int(height * cut), int(width * cut)
         cy, cx = (int(v) for v in torch.randint(0, max(height, width), (2,), generator=generator))
         top, left = min(max(cy - box_h // 2, 0), height - box_h), min(max(cx - box_w // 2, 0), width - box_w)
-        images[:, :, top : top + box_h, left : left + box_w] = partner[:, :, top : top + box_h, left : left + box_w]
+        images[:, :, top : top + box_h, left : left + box_w] = partner_images[:, :, top : top + box_h, left : left + box_w]
         lam = 1 - box_h * box_w / (height * width)
-    return targets * lam + targets.flip(0) * (1 - lam)
+    return targets * lam + targets[partners] * (1 - lam)
 
 
 def _beta(alpha: float, generator: torch.Generator) -> float:

@@ -114,7 +114,8 @@ def timm_vit(size: str, image_size: int) -> nn.Module | None:
 def contenders(size: str, image_size: int, grids: list[int], device: torch.device, with_timm: bool = True) -> list[Contender]:
     torch.manual_seed(0)
     vit = create_model(f"vit_{size}", img_size=image_size).to(device)
-    lookup = create_model(f"lookupvit_{size}", img_size=image_size).to(device)
+    # Every call names its grid; the default grid only has to fit small images' lookup grids.
+    lookup = create_model(f"lookupvit_{size}", img_size=image_size, compressed_grid=min(grids)).to(device)
     vit_flops = analytic_flops(vit.config)
     found = [Contender("ViT", vit, None, vit_flops, vit_flops)]
     reference = timm_vit(size, image_size) if with_timm else None
@@ -295,7 +296,8 @@ def _peak_training_memory_child(
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # reset the peak-RSS mark, so importing torch does not count
     baseline = _status_bytes("VmRSS") if device.type == "cpu" else 0
-    model = create_model(name, img_size=image_size).to(device).train()
+    grid_setting = {"compressed_grid": grid} if grid else {}  # the default grid may not fit a small image
+    model = create_model(name, img_size=image_size, **grid_setting).to(device).train()
     model.set_grad_checkpointing(grad_checkpointing)
     step = training_step(model, grid, device, dtype)
     # A batch of one first creates AdamW's state cheaply, so the measured step holds weights,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ from .evaluate import grid_label
 from .flops import analytic_flops, measured_flops
 from .models import LookupViT, LookupViTConfig
 from .registry import list_models, model_config
-from .runtime import parse_precision, pick_device
+from .runtime import configure_threads, parse_precision, pick_device
 
 # Paper Table 1: GFLOPs (2 x MACs) at 224 px.
 TABLE_1 = {
@@ -45,6 +46,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+THREADS_HELP = "torch CPU threads (default 0: automatic, the cores this process may use shared among torchrun's local processes)"
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -171,7 +185,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
 
-    print(f"report: {reproduce(args.budget, args.out, args.device)}")
+    configure_threads(args.threads)
+    print(f"report: {reproduce(args.budget, args.out, args.device, threads=args.threads)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -180,6 +195,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
     config = load_config(args.config, args.set)
+    if args.threads is not None:  # an execution setting: changing it does not make a resumed run another run
+        config = dataclasses.replace(config, threads=args.threads)
     run = train(config)
     if args.report and int(os.environ.get("RANK", "0")) == 0:
         print(f"report: {write_report(run, pick_device(config.device))}")
@@ -188,15 +205,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_report
 
+    configure_threads(args.threads)
     print(f"report: {write_report(args.run, pick_device(args.device))}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .data import load_fashion_mnist, load_image_folder
+    from .data import check_class_names, load_fashion_mnist, load_image_folder
     from .evaluate import evaluate, format_table
     from .report import load_trained
     from .visualize import plot_accuracy_vs_flops
 
+    configure_threads(args.threads)
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)
     dtype, cast_weights = parse_precision(args.dtype)
@@ -206,6 +225,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         dataset = load_fashion_mnist("test", args.data_root)
     else:
         dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
+    check_class_names(classes, dataset.classes, f"the model file {args.model}", f"the data {args.data}")
     grids = args.grid or [None]
     rows = evaluate(model, dataset.subset(args.limit), normalization, grids, args.batch_size, device, amp=dtype == torch.bfloat16 and not cast_weights)
     print(format_table(rows))
@@ -275,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--memory-image-size", nargs="*", type=positive_int, default=[384], help="image sizes for peak training memory (none: skip)")
     bench.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false", help="skip the training-step and memory rows with grad checkpointing")
     bench.add_argument("--reps", type=positive_int, default=3, help="timed calls per model and row (median); small inference batches take up to 5x as many")
-    bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    bench.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (default 0: torch's own default, as in the recorded benchmarks)")
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=cmd_bench)
 
@@ -289,17 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: minutes, checks the pipeline; full: the documented run (about 45 min on 2 cores)")
     reproduce.add_argument("--out", default="runs/reproduce", help="results folder; a rerun skips finished experiments and resumes training")
     reproduce.add_argument("--device", default="auto")
+    reproduce.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     reproduce.set_defaults(func=cmd_reproduce)
 
     train = commands.add_parser("train", help="train (or resume) a run; runs under torchrun for several processes")
     train.add_argument("--config", help="TOML file whose top-level keys are TrainConfig fields (see configs/)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. epochs=5 lr=2e-3 model_args.drop_path_rate=0.1")
     train.add_argument("--no-report", dest="report", action="store_false", help="skip the evaluation report at the end")
+    train.add_argument("--threads", type=non_negative_int, help="torch CPU threads, overriding the config's `threads` (0: automatic, the cores this process may use shared among torchrun's local processes)")
     train.set_defaults(func=cmd_train)
 
     report = commands.add_parser("report", help="evaluate a finished run at every grid and write report.md with plots")
     report.add_argument("run", help="run folder written by `lookupvit train`")
     report.add_argument("--device", default="auto")
+    report.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     report.set_defaults(func=cmd_report)
 
     evaluate = commands.add_parser("eval", help="top-1/top-5 of every head at every grid, with FLOPs")
@@ -307,21 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default="fashion-mnist", help="fashion-mnist or an image folder root/<class>/<image>")
     evaluate.add_argument("--data-root", help="folder holding the Fashion-MNIST files")
     evaluate.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids (default: the model's)")
-    evaluate.add_argument("--batch-size", type=int, default=500)
-    evaluate.add_argument("--limit", type=int, help="evaluate a random subset of this many images")
+    evaluate.add_argument("--batch-size", type=positive_int, default=500)
+    evaluate.add_argument("--limit", type=positive_int, help="evaluate a random subset of this many images")
     evaluate.add_argument("--json", help="also write the rows as JSON here")
     evaluate.add_argument("--plot", help="also draw accuracy vs FLOPs to this PNG")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument(
         "--dtype", default="fp32", choices=["fp32", "bf16", "bf16-weights"], help="bf16: autocast; bf16-weights: the model cast to bfloat16 (faster on CPU, see README Speed)"
     )
+    evaluate.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     evaluate.set_defaults(func=cmd_eval)
 
     predict = commands.add_parser("predict", help="top-k classes for one image")
     predict.add_argument("image")
     predict.add_argument("--model", required=True, help="a .safetensors model file written by training")
     predict.add_argument("--grid", type=parse_grid, help="compressed grid (default: the model's)")
-    predict.add_argument("--topk", type=int, default=3)
+    predict.add_argument("--topk", type=positive_int, default=3)
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=cmd_predict)
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 try:
     import tomllib
@@ -13,6 +17,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .augment import AugmentConfig
+from .data import FASHION_MNIST_CLASSES
+from .models import LookupViTConfig, ViTConfig
+from .registry import model_config
 
 
 @dataclass
@@ -58,21 +65,24 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard scalars to out/tensorboard (needs the tensorboard extra)
     eval_batch_size: int = 500
     device: str = "auto"
+    threads: int = 0  # torch CPU threads per process; 0: the cores this process may use, shared among torchrun's local processes
 
     def __post_init__(self) -> None:
+        # Every value is checked here, before any data is read, so a typo fails at once with the key's name.
+        for item in dataclasses.fields(self):
+            check_value(item.name, getattr(self, item.name), FIELD_CHECKS[item.name])
+        # Tuples from Python callers become lists, as they come back from config.json, so a resume compares equal.
         self.betas = tuple(self.betas)
-        for name in ("download", "compile", "grad_checkpointing", "tensorboard"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.amp not in ("bf16", "fp32"):
-            raise ValueError(f"amp must be 'bf16' or 'fp32', got {self.amp!r}")
-        if not self.grids or any(not isinstance(g, (int, list)) for g in self.grids):
-            raise ValueError(f"grids must be a non-empty list of ints or [h, w] pairs, got {self.grids!r}")
+        self.grids, self.eval_grids = as_grid_list(self.grids), as_grid_list(self.eval_grids)
+        if self.classes is not None:
+            self.classes = list(self.classes)
+        check_model_name_and_args(self.model, self.model_args)
+        self.augment_config()  # validates the field names
+        check_augment_values(self.augment)
         if self.batch_size % self.accum_steps:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by accum_steps {self.accum_steps}")
-        if self.compressed_loss_weight < 0 or self.lookup_loss_weight < 0 or self.compressed_loss_weight + self.lookup_loss_weight == 0:
+        if self.compressed_loss_weight + self.lookup_loss_weight == 0:
             raise ValueError("loss weights must be >= 0 and not both 0")
-        self.augment_config()  # validates the field names
 
     def augment_config(self) -> AugmentConfig:
         try:
@@ -83,6 +93,209 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Value checks: one (what is allowed, in words; test) pair per field
+# --------------------------------------------------------------------------------------------
+
+Check = tuple[str, Callable[[object], bool]]
+
+
+def check_value(key: str, value: object, check: Check) -> None:
+    allowed, is_allowed = check
+    if not is_allowed(value):
+        raise ValueError(f"{key} must be {allowed}, got {value!r} ({type(value).__name__})")
+
+
+def is_whole(value: object) -> bool:
+    """An int, not a bool (True is an int in Python) and not a float such as 2.0 or 2.5."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """An int or a finite float; TOML also reads inf and nan."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_grid(value: object) -> bool:
+    """A compressed grid: a positive int (square) or an [h, w] pair of them."""
+    if isinstance(value, (list, tuple)):
+        return len(value) == 2 and all(is_whole(side) and side >= 1 for side in value)
+    return is_whole(value) and value >= 1
+
+
+def is_grid_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(is_grid(grid) for grid in value)
+
+
+def as_grid_list(grids: list | tuple) -> list:
+    return [grid if is_whole(grid) else list(grid) for grid in grids]
+
+
+def is_class_list(value: object) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    return all(is_whole(class_id) and class_id >= 0 for class_id in value) and len(set(value)) == len(value)
+
+
+def is_device(value: object) -> bool:
+    if value == "auto":
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def whole_number(minimum: int) -> Check:
+    return f"a whole number >= {minimum}", lambda value: is_whole(value) and value >= minimum
+
+
+def optional_whole_number(minimum: int) -> Check:
+    return f"a whole number >= {minimum} or absent (none)", lambda value: value is None or (is_whole(value) and value >= minimum)
+
+
+NON_NEGATIVE: Check = ("a number >= 0", lambda value: is_number(value) and value >= 0)
+POSITIVE: Check = ("a number > 0", lambda value: is_number(value) and value > 0)
+BELOW_ONE: Check = ("a number in [0, 1)", lambda value: is_number(value) and 0 <= value < 1)
+PROBABILITY: Check = ("a probability in [0, 1]", lambda value: is_number(value) and 0 <= value <= 1)
+SWITCH: Check = ("true or false", lambda value: isinstance(value, bool))
+TEXT: Check = ("a non-empty string", lambda value: isinstance(value, str) and value != "")
+OPTIONAL_TEXT: Check = ("a string or absent (none)", lambda value: value is None or isinstance(value, str))
+TABLE: Check = ("a table of settings, e.g. {drop_path_rate = 0.1}", lambda value: isinstance(value, dict))
+GRIDS: Check = ("a non-empty list of positive whole numbers or [h, w] pairs of them", is_grid_list)
+
+FIELD_CHECKS: dict[str, Check] = {
+    "model": ("a registered model name, e.g. 'lookupvit_nano4'", lambda value: isinstance(value, str)),
+    "model_args": TABLE,
+    "dataset": TEXT,
+    "data_root": OPTIONAL_TEXT,
+    "download": SWITCH,
+    "image_size": whole_number(1),
+    "val_dataset": OPTIONAL_TEXT,
+    "classes": ("absent (none) or a non-empty list of distinct class ids >= 0", is_class_list),
+    "train_subset": optional_whole_number(1),
+    "test_subset": optional_whole_number(1),
+    "epochs": whole_number(1),
+    "batch_size": whole_number(1),
+    "accum_steps": whole_number(1),
+    "lr": POSITIVE,
+    "min_lr_ratio": PROBABILITY,
+    "warmup_epochs": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+    "betas": (
+        "two numbers in [0, 1), e.g. [0.9, 0.999]",
+        lambda value: isinstance(value, (list, tuple)) and len(value) == 2 and all(BELOW_ONE[1](beta) for beta in value),
+    ),
+    "clip_grad_norm": NON_NEGATIVE,
+    "label_smoothing": BELOW_ONE,
+    "ema_decay": BELOW_ONE,
+    "amp": ("'bf16' or 'fp32'", lambda value: value in ("bf16", "fp32")),
+    "compile": SWITCH,
+    "grad_checkpointing": SWITCH,
+    "grids": GRIDS,
+    "eval_grids": GRIDS,
+    "compressed_loss_weight": NON_NEGATIVE,
+    "lookup_loss_weight": NON_NEGATIVE,
+    "augment": TABLE,
+    "seed": ("a whole number", is_whole),
+    "out": TEXT,
+    "checkpoint_every": whole_number(1),
+    "log_every": whole_number(1),
+    "tensorboard": SWITCH,
+    "eval_batch_size": whole_number(1),
+    "device": ("'auto' or a torch device such as 'cpu', 'cuda' or 'cuda:1'", is_device),
+    "threads": ("a whole number >= 0 (0: automatic)", lambda value: is_whole(value) and value >= 0),
+}
+
+# AugmentConfig's values; a field added there without an entry here is checked against its default's type.
+AUGMENT_CHECKS: dict[str, Check] = {
+    "op_prob": PROBABILITY,
+    "translate": NON_NEGATIVE,
+    "rotate": NON_NEGATIVE,
+    "shear": NON_NEGATIVE,
+    "scale": BELOW_ONE,  # the zoom 1 +- scale must stay positive
+    "flip": SWITCH,
+    "brightness": NON_NEGATIVE,
+    "contrast": NON_NEGATIVE,
+    "erase": PROBABILITY,
+    "mixup_alpha": NON_NEGATIVE,
+    "cutmix_alpha": NON_NEGATIVE,
+}
+
+
+def check_augment_values(augment: dict) -> None:
+    defaults = AugmentConfig()
+    for name, value in augment.items():
+        default_check = SWITCH if isinstance(getattr(defaults, name), bool) else NON_NEGATIVE
+        check_value(f"augment.{name}", value, AUGMENT_CHECKS.get(name, default_check))
+
+
+def check_model_name_and_args(model: str, model_args: dict) -> None:
+    """A registered model, and model_args that are settings of it (their values are checked by check_model_settings)."""
+    try:
+        defaults = model_config(model)
+    except ValueError as error:
+        raise ValueError(f"model: {error}") from None
+    valid = sorted(item.name for item in dataclasses.fields(defaults))
+    unknown = sorted(set(model_args) - set(valid))
+    if unknown:
+        raise ValueError(f"model_args key(s) {unknown} are not settings of {model}; valid settings: {valid}")
+
+
+# --------------------------------------------------------------------------------------------
+# The model the run will build, known without reading data
+# --------------------------------------------------------------------------------------------
+
+
+def run_image_size(config: TrainConfig) -> int:
+    """The side of the square images the run trains on: Fashion-MNIST is 28x28, image folders are resized to image_size."""
+    return 28 if config.dataset == "fashion-mnist" else config.image_size
+
+
+def run_model_config(config: TrainConfig) -> ViTConfig:
+    """The model config `train` will build (as train.build_model_for does), or a ValueError naming the settings."""
+    size = run_image_size(config)
+    data_args: dict = {"img_size": (size, size)}
+    if config.dataset == "fashion-mnist":
+        data_args.update(in_chans=1, num_classes=len(config.classes or FASHION_MNIST_CLASSES))
+    else:  # image folders are read as RGB; their class count is only known from the folder
+        data_args["in_chans"] = 3
+        if config.classes:
+            data_args["num_classes"] = len(config.classes)
+    try:
+        return model_config(config.model, **{**data_args, **config.model_args})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model {config.model!r} cannot be built for {size}x{size} images with model_args {config.model_args}: {error}") from None
+
+
+def check_grids_fit(key: str, grids: list, lookup_grid: tuple[int, int], model_text: str) -> None:
+    for grid in grids:
+        height, width = (grid, grid) if is_whole(grid) else grid
+        if height > lookup_grid[0] or width > lookup_grid[1]:
+            raise ValueError(
+                f"{key} entry {grid!r} is larger than the {lookup_grid[0]}x{lookup_grid[1]} lookup grid of {model_text}; "
+                f"{key} entries must lie between 1 and {lookup_grid[0]}x{lookup_grid[1]}, got {grids!r}"
+            )
+
+
+def check_model_settings(config: TrainConfig) -> None:
+    """The run's model builds and every training grid fits its lookup grid; reads no data.
+
+    eval_grids larger than the lookup grid are skipped at evaluation (train.evaluation_grids), so
+    they are not checked here. ViT-like models have no compressed grid and ignore grids.
+    """
+    model = run_model_config(config)
+    if isinstance(model, LookupViTConfig):
+        size = run_image_size(config)
+        model_text = f"{config.model} at {size}x{size} px (patch size {model.patch_size})"
+        check_grids_fit("grids", config.grids, model.patch_grid, model_text)
 
 
 def parse_value(text: str):
@@ -120,7 +333,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
-    return TrainConfig(**values)
+    config = TrainConfig(**values)
+    check_model_settings(config)
+    return config
 
 
 def config_json(config: TrainConfig) -> str:

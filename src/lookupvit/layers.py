@@ -6,6 +6,7 @@ Every module here works on flat token sequences of shape (batch, tokens, dim); t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -236,11 +237,13 @@ class BidirectionalCrossAttention(nn.Module):
 
     def gather(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor]:
         """Update for the compressed tokens and the attention A, shape (B, h, M, N)."""
+        # Every reshape names its sizes: with an empty batch, -1 cannot be inferred from 0 elements.
         batch, num_compressed, dim = compressed.shape
+        num_lookup = lookup.shape[1]
         heads, head_dim = self.num_heads, dim // self.num_heads
         q = self.query(compressed) * self.scale
-        if not self._reassociated(num_compressed, lookup.shape[1], dim):
-            kv = self.key_value(lookup).view(batch, -1, 2, heads, head_dim)
+        if not self._reassociated(num_compressed, num_lookup, dim):
+            kv = self.key_value(lookup).view(batch, num_lookup, 2, heads, head_dim)
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
             attention = torch.softmax(_split_heads(q, heads) @ k.transpose(-2, -1), dim=-1)
             return self.gather_proj(_merge_heads(attention @ v)), attention
@@ -254,7 +257,7 @@ class BidirectionalCrossAttention(nn.Module):
         values = torch.einsum("bhmd,hed->bmhe", mixed, value_weight).reshape(batch, num_compressed, dim)
         if self.key_value.bias is not None:
             values = values + self.key_value.bias[dim:]  # rows of A sum to 1: the value bias passes through
-        return self.gather_proj(values), attention.view(batch, heads, num_compressed, -1)
+        return self.gather_proj(values), attention.view(batch, heads, num_compressed, num_lookup)
 
     def infuse(self, compressed: Tensor, attention: Tensor) -> Tensor:
         """Update for the lookup tokens from compressed tokens through A^T, shape (B, N, D)."""
@@ -307,6 +310,24 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+# (global batch, first row) of the micro-batch being trained, set by the training loop.
+_batch_rows: tuple[int, int] | None = None
+
+
+@contextlib.contextmanager
+def global_batch_rows(global_batch: int, first_row: int):
+    """Within this context, stochastic depth draws its masks for the whole global batch and keeps
+    rows first_row.. of it, so gradient accumulation and DDP drop the same samples as one full
+    batch on one process would (with the same RNG seed). Backward must run inside it too: grad
+    checkpointing redraws the masks there."""
+    global _batch_rows
+    saved, _batch_rows = _batch_rows, (global_batch, first_row)
+    try:
+        yield
+    finally:
+        _batch_rows = saved
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop a residual branch for whole samples, rescaling the survivors."""
 
@@ -320,7 +341,9 @@ class DropPath(nn.Module):
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        global_batch, first_row = _batch_rows or (x.shape[0], 0)
+        draws = torch.rand(global_batch, device=x.device)[first_row : first_row + x.shape[0]]
+        mask = (draws < keep).to(x.dtype).view((x.shape[0],) + (1,) * (x.ndim - 1))
         return x * mask / keep
 
     def extra_repr(self) -> str:

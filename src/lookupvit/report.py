@@ -11,10 +11,10 @@ from torch import nn
 
 from .checkpoint import load_model, read_metadata
 from .config import TrainConfig
-from .data import ImageDataset
+from .data import ImageDataset, Normalization, check_class_names
 from .evaluate import evaluate, format_table
 from .models import LookupViT
-from .train import Normalization, evaluation_grids, load_datasets
+from .train import evaluation_grids, load_datasets
 from .visualize import plot_accuracy_vs_flops, plot_attention_maps
 
 
@@ -23,8 +23,8 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, Nor
     metadata = read_metadata(path)
     if "normalization" not in metadata or "classes" not in metadata:
         raise ValueError(f"{path} has no normalisation/class metadata; it was not written by `lookupvit train`")
-    mean, std = json.loads(metadata["normalization"])
-    return load_model(path, map_location=device).eval(), Normalization(mean, std), json.loads(metadata["classes"])
+    normalization = Normalization.from_json(json.loads(metadata["normalization"]))
+    return load_model(path, map_location=device).eval(), normalization, json.loads(metadata["classes"])
 
 
 def one_per_class(dataset: ImageDataset, count: int) -> list[int]:
@@ -44,6 +44,7 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
     config = TrainConfig(**json.loads((run / "config.json").read_text()))
     model, normalization, classes = load_trained(run / "best.safetensors", device)
     _, test_set = load_datasets(config)
+    check_class_names(classes, test_set.classes, f"the model file {run / 'best.safetensors'}", f"the run's test data ({config.val_dataset or config.dataset})")
     grids = evaluation_grids(config, model)
 
     start = time.perf_counter()

@@ -97,7 +97,7 @@ def experiments(budget: Budget) -> list[Experiment]:
     return found
 
 
-def train_config(experiment: Experiment, budget: Budget, out: Path) -> TrainConfig:
+def train_config(experiment: Experiment, budget: Budget, out: Path, threads: int = 0) -> TrainConfig:
     """The main job's recipe (configs/fashion-mnist.toml) on the backbone classes, at this budget."""
     return TrainConfig(
         model=experiment.model,
@@ -119,6 +119,7 @@ def train_config(experiment: Experiment, budget: Budget, out: Path) -> TrainConf
         augment={"translate": 0.0, "rotate": 0.0, "shear": 0.0, "scale": 0.0, "erase": 0.0, "brightness": 0.0, "contrast": 0.0},
         seed=experiment.seed,
         out=str(out / "runs" / experiment.name),
+        threads=threads,
     )
 
 
@@ -128,8 +129,8 @@ def transfer_sets(budget: Budget):
     return load_datasets(config)
 
 
-def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: torch.device, corrupted: dict, clean, transfer) -> dict:
-    config = train_config(experiment, budget, out)
+def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: torch.device, corrupted: dict, clean, transfer, threads: int = 0) -> dict:
+    config = train_config(experiment, budget, out, threads)
     start = time.perf_counter()
     run = train(config)
     train_seconds = time.perf_counter() - start
@@ -163,8 +164,11 @@ def write_json(path: Path, value: object) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=1)))
 
 
-def reproduce(budget_name: str, out: str | Path, device_name: str = "auto") -> Path:
-    """Run (or finish) every experiment of the budget and write out/report.md; returns its path."""
+def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0) -> Path:
+    """Run (or finish) every experiment of the budget and write out/report.md; returns its path.
+
+    `threads` is each training run's TrainConfig.threads (0: automatic).
+    """
     if budget_name not in BUDGETS:
         raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
     budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
@@ -189,7 +193,7 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto") -> P
             print(f"[{index}/{len(todo)}] {experiment.name}: done earlier, skipped")
             continue
         print(f"[{index}/{len(todo)}] {experiment.name}: {experiment.model} {experiment.model_args or ''}", flush=True)
-        result = run_experiment(experiment, budget, out, device, corrupted, clean, transfer)
+        result = run_experiment(experiment, budget, out, device, corrupted, clean, transfer, threads)
         result["hardware"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__, "device": str(device)}
         write_json(path, result)
 

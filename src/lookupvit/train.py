@@ -1,8 +1,9 @@
 """Training engine: seeded multi-resolution training with a dual-head loss, exact resume and DDP.
 
-Everything random in a step (sample order, augmentation, compressed grid, stochastic depth) is
-derived from (seed, step), so a run resumed from a checkpoint - or run on several processes with
-the same global batch - follows the same trajectory as an uninterrupted single-process run.
+Everything random in a step (sample order, augmentation, mixup/cutmix, compressed grid, stochastic
+depth) is a function of (seed, step, row of the global batch), so a run resumed from a checkpoint -
+or run with gradient accumulation, or on several processes with the same global batch - follows the
+same trajectory as an uninterrupted single-process run.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .augment import augment, mix
-from .checkpoint import load_checkpoint, save_checkpoint, save_model
-from .config import TrainConfig, config_json
-from .data import ImageDataset, load_fashion_mnist, load_image_folder
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_model
+from .config import TrainConfig, check_model_settings, config_json
+from .data import ImageDataset, Normalization, check_class_names, data_fingerprint, dataset_normalization, load_fashion_mnist, load_image_folder
 from .evaluate import evaluate, grid_label
+from .layers import global_batch_rows
 from .models import LookupViT
 from .registry import create_model
-from .runtime import compile_model, pick_device
+from .runtime import compile_model, configure_threads, pick_device
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -42,36 +44,25 @@ CHECKPOINT = "checkpoint.pt"
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Normalization:
-    mean: float
-    std: float
-
-    def __call__(self, images_uint8: Tensor) -> Tensor:
-        return self.normalize(images_uint8.float() / 255)
-
-    def normalize(self, images_unit: Tensor) -> Tensor:
-        """Images in [0, 1] to model inputs."""
-        return (images_unit - self.mean) / self.std
-
-
 def load_datasets(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    """The training and evaluation sets a config names, with the same class names in the same order."""
     if config.dataset == "fashion-mnist":
         train_set = load_fashion_mnist("train", config.data_root, config.download)
         test_set = load_fashion_mnist("test", config.data_root, config.download)
     else:
         size = (config.image_size, config.image_size)
-        train_set = load_image_folder(config.dataset, size)
         if config.val_dataset is None:
             raise ValueError("an image-folder dataset needs val_dataset=<folder> for evaluation")
+        train_set = load_image_folder(config.dataset, size)
         test_set = load_image_folder(config.val_dataset, size)
+        check_class_names(train_set.classes, test_set.classes, f"the training folder {config.dataset}", f"the validation folder {config.val_dataset}")
     train_set, test_set = train_set.select_classes(config.classes), test_set.select_classes(config.classes)
+    if len(train_set.classes) < 2:
+        raise ValueError(
+            f"the training data has {len(train_set.classes)} class ({list(train_set.classes)}); a classifier needs at least 2 "
+            "(an image folder needs one sub-folder per class)"
+        )
     return train_set.subset(config.train_subset, config.seed), test_set.subset(config.test_subset, config.seed)
-
-
-def dataset_normalization(dataset: ImageDataset) -> Normalization:
-    pixels = dataset.images[:10000].float() / 255
-    return Normalization(mean=round(pixels.mean().item(), 4), std=round(pixels.std().item(), 4))
 
 
 def build_model_for(config: TrainConfig, dataset: ImageDataset) -> nn.Module:
@@ -80,9 +71,9 @@ def build_model_for(config: TrainConfig, dataset: ImageDataset) -> nn.Module:
     return create_model(config.model, **args)
 
 
-def model_metadata(config: TrainConfig, dataset: ImageDataset, normalization: Normalization) -> dict[str, str]:
+def model_metadata(dataset: ImageDataset, normalization: Normalization) -> dict[str, str]:
     """What `predict` needs besides the weights: class names and input preprocessing."""
-    return {"classes": json.dumps(list(dataset.classes)), "normalization": json.dumps([normalization.mean, normalization.std])}
+    return {"classes": json.dumps(list(dataset.classes)), "normalization": json.dumps(normalization.to_json())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,147 +192,217 @@ def grid_for_step(grids: list, seed: int, step: int) -> tuple[int, int]:
 def train(config: TrainConfig, stop_after_steps: int | None = None, quiet: bool = False) -> Path:
     """Train (or resume) the run in `config.out`; returns the run folder.
 
-    `stop_after_steps` ends this invocation early after that many optimizer steps, as a kill would
-    (used by the resume tests); the next call resumes from the last checkpoint.
+    `stop_after_steps` ends this invocation early after that many optimizer steps, with a
+    checkpoint at the stop (used by tests of resuming under changed execution settings).
     """
-    info, device = init_distributed(config.device)
-    out = Path(config.out)
-    train_set, test_set = load_datasets(config)
-    normalization = dataset_normalization(train_set)
-    torch.manual_seed(config.seed)
-    model = build_model_for(config, train_set).to(device)
-    model.set_grad_checkpointing(config.grad_checkpointing)
-    is_lookup = isinstance(model, LookupViT)
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if config.ema_decay > 0 else None
-    optimizer = build_optimizer(model, config)
+    configure_threads(config.threads)
+    check_model_settings(config)
+    trainer = Trainer(config, quiet)
+    trainer.run(stop_after_steps)
+    return trainer.out
 
-    local_batch, remainder = divmod(config.batch_size, info.world_size * config.accum_steps)
+
+def local_batch_size(config: TrainConfig, world_size: int) -> int:
+    """Rows of one micro-batch on one process: batch_size / (world_size x accum_steps)."""
+    local_batch, remainder = divmod(config.batch_size, world_size * config.accum_steps)
     if remainder or local_batch == 0:
-        raise ValueError(f"batch_size {config.batch_size} must be a positive multiple of world_size x accum_steps = {info.world_size * config.accum_steps}")
-    steps_per_epoch = len(train_set) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training set ({len(train_set)} images) is smaller than one batch ({config.batch_size})")
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, config.min_lr_ratio))
-
-    start_step, best_accuracy = 0, -1.0
-    checkpoint_path = out / CHECKPOINT
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        changed = config_changes(state["config"], config)
-        if changed:
-            raise ValueError(f"{out} holds a run with a different config (changed: {changed}); use another out folder or the same config")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start_step, best_accuracy = state["step"], state["best_accuracy"]
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(config_json(config))
-
-    wrapped = ClassificationLoss(model, config.compressed_loss_weight, config.lookup_loss_weight, config.label_smoothing).to(device)
-    if info.world_size > 1:
-        unused = is_lookup and 0 in (config.compressed_loss_weight, config.lookup_loss_weight)
-        wrapped = DistributedDataParallel(wrapped, find_unused_parameters=unused)
-    if config.compile:
-        wrapped = compile_model(wrapped, num_grids=len(config.grids))
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a positive multiple of world_size x accum_steps = {world_size} x {config.accum_steps}"
+        )
     augment_config = config.augment_config()
-    metrics = MetricsLog(out, config.tensorboard, start_step) if info.is_main else None
-    eval_model = ema if ema is not None else model
-    progress = _progress(total_steps, start_step, quiet or not info.is_main)
+    if (augment_config.mixup_alpha > 0 or augment_config.cutmix_alpha > 0) and local_batch % 2:
+        raise ValueError(
+            f"mixup/cutmix mix pairs of neighbouring rows, so each micro-batch must have an even number of rows; batch_size "
+            f"{config.batch_size} / (world_size {world_size} x accum_steps {config.accum_steps}) = {local_batch}. Choose a batch_size "
+            f"that is a multiple of {2 * world_size * config.accum_steps}"
+        )
+    return local_batch
 
-    def write_checkpoint(step: int) -> None:
-        if info.is_main:
-            state = {
-                "config": config.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "step": step,
-                "best_accuracy": best_accuracy,
-            }
-            save_checkpoint(checkpoint_path, state)
 
-    seen_this_call, window_start, window_images = 0, time.perf_counter(), 0
-    for step in range(start_step, total_steps):
-        epoch, position = divmod(step, steps_per_epoch)
-        model.train()
-        indices = epoch_order(config.seed, epoch, len(train_set))[position * config.batch_size : (position + 1) * config.batch_size]
-        grid = grid_for_step(config.grids, config.seed, step) if is_lookup else None
-        torch.manual_seed(step_seed(config.seed, step, 2 + info.rank))  # stochastic depth
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
+class Trainer:
+    """One invocation of a training run: its data, model, optimiser and position, and the step loop."""
+
+    def __init__(self, config: TrainConfig, quiet: bool):
+        self.config = config
+        self.info, self.device = init_distributed(config.device)
+        self.out = Path(config.out)
+        self.train_set, self.test_set = load_datasets(config)
+        self.data = data_fingerprint(self.train_set)
+        self.normalization = dataset_normalization(self.train_set, config.seed)
+        torch.manual_seed(config.seed)
+        self.model = build_model_for(config, self.train_set).to(self.device)
+        self.model.set_grad_checkpointing(config.grad_checkpointing)
+        self.is_lookup = isinstance(self.model, LookupViT)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if config.ema_decay > 0 else None
+        self.optimizer = build_optimizer(self.model, config)
+        self.local_batch = local_batch_size(config, self.info.world_size)
+        self.steps_per_epoch = len(self.train_set) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training set ({len(self.train_set)} images) is smaller than one batch ({config.batch_size})")
+        self.total_steps = config.epochs * self.steps_per_epoch
+        warmup_steps = max(1, round(config.warmup_epochs * self.steps_per_epoch))
+        schedule = functools.partial(lr_factor, total_steps=self.total_steps, warmup_steps=warmup_steps, min_ratio=config.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.start_step, self.best_accuracy = 0, -1.0
+        self.resume()
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(config_json(config))
+        self.wrapped = self.wrap_model()
+        self.augment_config = config.augment_config()
+        self.metrics = MetricsLog(self.out, config.tensorboard, self.start_step) if self.info.is_main else None
+        self.progress = _progress(self.total_steps, self.start_step, quiet or not self.info.is_main)
+
+    def resume(self) -> None:
+        """Continue from the run's checkpoint, if it has one and it is the same run."""
+        checkpoint = self.out / CHECKPOINT
+        if not has_checkpoint(checkpoint):
+            return
+        state = load_checkpoint(checkpoint)
+        check_same_run(state, self.config, self.data, self.out)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.start_step, self.best_accuracy = state["step"], state["best_accuracy"]
+
+    def wrap_model(self) -> nn.Module:
+        config = self.config
+        wrapped = ClassificationLoss(self.model, config.compressed_loss_weight, config.lookup_loss_weight, config.label_smoothing).to(self.device)
+        if self.info.world_size > 1:
+            unused = self.is_lookup and 0 in (config.compressed_loss_weight, config.lookup_loss_weight)
+            wrapped = DistributedDataParallel(wrapped, find_unused_parameters=unused)
+        if config.compile:
+            # One graph per (grid, micro-batch row offset): stochastic depth slices its masks by the offset.
+            wrapped = compile_model(wrapped, num_grids=len(config.grids) * config.accum_steps)
+        return wrapped
+
+    def run(self, stop_after_steps: int | None) -> None:
+        window = ThroughputWindow()
+        for step in range(self.start_step, self.total_steps):
+            loss, grad_norm, grid = self.train_step(step)
+            window.add(self.config.batch_size)
+            self.progress.update(1)
+            done = step + 1
+            if self.info.is_main and (done % self.config.log_every == 0 or done == self.total_steps):
+                self.log_step(done, loss, grad_norm, grid, window.images_per_s())
+            epoch_end = done % self.steps_per_epoch == 0
+            if epoch_end and self.info.is_main:
+                self.evaluate_and_save(done)
+            stopping = stop_after_steps is not None and done - self.start_step >= stop_after_steps
+            if epoch_end or done % self.config.checkpoint_every == 0 or done == self.total_steps or stopping:
+                self.write_checkpoint(done)
+            if stopping:
+                break
+        self.progress.close()
+        if self.metrics is not None:
+            self.metrics.close()  # every record was flushed as written, so a crash before this loses nothing
+        if self.info.world_size > 1:
+            dist.barrier()
+
+    def train_step(self, step: int) -> tuple[float, Tensor | None, tuple[int, int] | None]:
+        """One optimizer step over the global batch of `step` -> (loss, gradient norm, grid)."""
+        config = self.config
+        epoch, position = divmod(step, self.steps_per_epoch)
+        self.model.train()
+        indices = epoch_order(config.seed, epoch, len(self.train_set))[position * config.batch_size : (position + 1) * config.batch_size]
+        grid = grid_for_step(config.grids, config.seed, step) if self.is_lookup else None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = 0.0
         for micro in range(config.accum_steps):
-            offset = (micro * info.world_size + info.rank) * local_batch
-            batch = indices[offset : offset + local_batch]
-            # Re-seeded per micro-batch: augmentation draws for the whole global batch and takes rows
-            # offset.., so accumulation and DDP see exactly the draws of one full batch.
-            generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0))
-            images = augment(train_set.images[batch].to(device).float() / 255, augment_config, generator, config.batch_size, offset)
-            images = normalization.normalize(images)
-            targets = F.one_hot(train_set.labels[batch], len(train_set.classes)).float().to(device)
-            targets = mix(images, targets, augment_config, generator)
-            last_micro = micro == config.accum_steps - 1
-            sync = wrapped.no_sync() if info.world_size > 1 and not last_micro else contextlib.nullcontext()
-            with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
-                loss, _ = wrapped(images, targets, grid)
-            (loss / config.accum_steps).backward()
-            loss_sum += loss.item() / config.accum_steps
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"loss became {loss_sum} at step {step}; lower lr (now {config.lr}) or check the data")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm) if config.clip_grad_norm > 0 else None
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
+            first_row = (micro * self.info.world_size + self.info.rank) * self.local_batch
+            loss += self.micro_batch_loss(step, indices, first_row, grid, sync=micro == config.accum_steps - 1) / config.accum_steps
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {step}; lower lr (now {config.lr}) or check the data")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm) if config.clip_grad_norm > 0 else None
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
             with torch.no_grad():
-                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - config.ema_decay)
-        window_images += config.batch_size
-        progress.update(1)
-        done = step + 1
-        if info.is_main and (done % config.log_every == 0 or done == total_steps):
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "step": done,
-                "epoch": done / steps_per_epoch,
-                "loss": round(loss_sum, 5),
-                "lr": scheduler.get_last_lr()[0],
-                "grid": list(grid) if grid else None,
-                "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
-                "images_per_s": round(window_images / elapsed, 1),
-            }
-            metrics.write(record)
-            progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.0f}")
-            window_start, window_images = time.perf_counter(), 0
-        epoch_end = done % steps_per_epoch == 0
-        if epoch_end and info.is_main:
-            # Only the default grid here (it picks the best checkpoint); the report evaluates every grid.
-            default_grid = [eval_model.compressed_grid] if is_lookup else [None]
-            rows = evaluate(eval_model, test_set, normalization, default_grid, config.eval_batch_size, device, amp=config.amp == "bf16")
-            default = rows[0]
-            accuracy = default["average"]["top1"]
-            metrics.write({"step": done, "epoch": done // steps_per_epoch, "eval": rows})
-            progress.write(f"epoch {done // steps_per_epoch}/{config.epochs}: test top-1 {100 * accuracy:.2f}% at grid {default['grid']}")
-            metadata = model_metadata(config, train_set, normalization)
-            save_model(eval_model, out / "model.safetensors", metadata)
-            if accuracy > best_accuracy:
-                best_accuracy = accuracy
-                save_model(eval_model, out / "best.safetensors", metadata)
-        if epoch_end or done % config.checkpoint_every == 0 or done == total_steps:
-            write_checkpoint(done)
-        seen_this_call += 1
-        if stop_after_steps is not None and seen_this_call >= stop_after_steps and done < total_steps:
-            write_checkpoint(done)
-            break
-    progress.close()
-    if metrics is not None:
-        metrics.close()  # every record was flushed as written, so a crash before this loses nothing
-    if info.world_size > 1:
-        dist.barrier()
-    return out
+                torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - config.ema_decay)
+        return loss, grad_norm, grid
+
+    def micro_batch_loss(self, step: int, indices: Tensor, first_row: int, grid: tuple[int, int] | None, sync: bool) -> float:
+        """Forward and backward of rows first_row.. of the step's global batch; returns their loss.
+
+        Every draw is made for the whole global batch from seeds that depend on (seed, step) only,
+        and this micro-batch keeps its rows: augmentation parameters, the mixup/cutmix choice,
+        lambda and box (pairs never cross micro-batches), stochastic-depth masks. So accumulation
+        and K processes follow the single-process trajectory.
+        """
+        config = self.config
+        batch = indices[first_row : first_row + self.local_batch]
+        generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0))
+        torch.manual_seed(step_seed(config.seed, step, 2))  # stochastic depth
+        images = augment(self.train_set.images[batch].to(self.device).float() / 255, self.augment_config, generator, config.batch_size, first_row)
+        images = self.normalization.normalize(images)
+        targets = F.one_hot(self.train_set.labels[batch], len(self.train_set.classes)).float().to(self.device)
+        targets = mix(images, targets, self.augment_config, generator)
+        no_sync = self.wrapped.no_sync() if self.info.world_size > 1 and not sync else contextlib.nullcontext()
+        with no_sync, global_batch_rows(config.batch_size, first_row):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
+                loss, _ = self.wrapped(images, targets, grid)
+            (loss / config.accum_steps).backward()
+        return loss.item()
+
+    def log_step(self, done: int, loss: float, grad_norm: Tensor | None, grid: tuple[int, int] | None, images_per_s: float) -> None:
+        record = {
+            "step": done,
+            "epoch": done / self.steps_per_epoch,
+            "loss": round(loss, 5),
+            "lr": self.scheduler.get_last_lr()[0],
+            "grid": list(grid) if grid else None,
+            "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
+            "images_per_s": round(images_per_s, 1),
+        }
+        self.metrics.write(record)
+        self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{images_per_s:.0f}")
+
+    def evaluate_and_save(self, done: int) -> None:
+        """End of an epoch: accuracy at the default grid (it picks the best model file; the report evaluates every grid)."""
+        eval_model = self.ema if self.ema is not None else self.model
+        default_grid = [eval_model.compressed_grid] if self.is_lookup else [None]
+        rows = evaluate(eval_model, self.test_set, self.normalization, default_grid, self.config.eval_batch_size, self.device, amp=self.config.amp == "bf16")
+        accuracy = rows[0]["average"]["top1"]
+        epoch = done // self.steps_per_epoch
+        self.metrics.write({"step": done, "epoch": epoch, "eval": rows})
+        self.progress.write(f"epoch {epoch}/{self.config.epochs}: test top-1 {100 * accuracy:.2f}% at grid {rows[0]['grid']}")
+        metadata = model_metadata(self.train_set, self.normalization)
+        save_model(eval_model, self.out / "model.safetensors", metadata)
+        if accuracy > self.best_accuracy:
+            self.best_accuracy = accuracy
+            save_model(eval_model, self.out / "best.safetensors", metadata)
+
+    def write_checkpoint(self, step: int) -> None:
+        if not self.info.is_main:
+            return
+        state = {
+            "config": self.config.to_dict(),
+            "data": self.data,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "step": step,
+            "best_accuracy": self.best_accuracy,
+        }
+        save_checkpoint(self.out / CHECKPOINT, state)
+
+
+class ThroughputWindow:
+    """Images per second since the last reading."""
+
+    def __init__(self):
+        self.start, self.images = time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def images_per_s(self) -> float:
+        rate = self.images / (time.perf_counter() - self.start)
+        self.start, self.images = time.perf_counter(), 0
+        return rate
 
 
 def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
@@ -355,18 +416,53 @@ def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
     return sorted(set(grids) | {default}, key=lambda g: (g, g) if isinstance(g, int) else g)
 
 
-# How a run executes or logs rather than which run it is: a resumed run may change these (e.g. turn
-# on grad checkpointing after running out of memory, or continue on another device).
-EXECUTION_SETTINGS = {"grad_checkpointing", "tensorboard", "log_every", "checkpoint_every", "device"}
+# Where a run lives and how it is executed, evaluated or logged rather than which run it is: a
+# resumed run may change these (move the folder, turn on grad checkpointing after running out of
+# memory, split the batch into more accumulation steps, continue on another device). `dataset` names
+# where the training data lives; the data itself is compared by its fingerprint.
+EXECUTION_SETTINGS = {
+    "out", "dataset", "data_root", "download", "val_dataset", "test_subset", "eval_grids", "eval_batch_size",
+    "grad_checkpointing", "compile", "accum_steps", "threads", "device", "tensorboard", "log_every", "checkpoint_every",
+}  # fmt: skip
 
 
-def config_changes(saved: dict, config: TrainConfig) -> list[str]:
-    """Fields of `config` that differ from a checkpoint's, ignoring execution settings.
+def config_changes(saved: dict, config: TrainConfig, compare_dataset: bool = False) -> list[str]:
+    """Fields of `config` that differ from a checkpoint's and change the run's trajectory.
 
     A field the checkpoint predates counts as its default, so adding a field never orphans old runs.
+    `compare_dataset`: for checkpoints written before the data fingerprint, compare the dataset name.
     """
     current, defaults = config.to_dict(), TrainConfig().to_dict()
-    return sorted(key for key, value in current.items() if key not in EXECUTION_SETTINGS and saved.get(key, defaults[key]) != value)
+    ignored = EXECUTION_SETTINGS - ({"dataset"} if compare_dataset else set())
+    return sorted(key for key, value in current.items() if key not in ignored and _normalized(saved.get(key, defaults[key])) != _normalized(value))
+
+
+def _normalized(value):
+    """Tuples (from the dataclass) and lists (from a checkpoint) compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_normalized(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalized(v) for k, v in value.items()}
+    return value
+
+
+def check_same_run(state: dict, config: TrainConfig, data: dict, out: Path) -> None:
+    """Refuse to resume a checkpoint whose trajectory `config` or the data would change."""
+    saved, defaults = state["config"], TrainConfig().to_dict()
+    changed = config_changes(saved, config, compare_dataset="data" not in state)
+    if changed:
+        details = "; ".join(f"{key}: {saved.get(key, defaults[key])!r} -> {getattr(config, key)!r}" for key in changed)
+        raise ValueError(
+            f"{out} holds a run with a different config (changed: {changed}: {details}). These settings change the training "
+            f"trajectory: use another out folder, or set them back. Settings a resumed run may change: {sorted(EXECUTION_SETTINGS)}"
+        )
+    saved_data = state.get("data")
+    if saved_data is not None and saved_data != data:
+        if saved_data["classes"] != data["classes"]:
+            difference = f"classes {saved_data['classes'][:10]} then, {data['classes'][:10]} now"
+        else:
+            difference = f"{saved_data['images']} images then, {data['images']} now" if saved_data["images"] != data["images"] else "other images or labels"
+        raise ValueError(f"{out} holds a run trained on other data ({difference}); point dataset at the run's data, or use another out folder")
 
 
 class MetricsLog:

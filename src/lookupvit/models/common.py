@@ -25,6 +25,35 @@ def as_grid(value: int | tuple[int, ...] | list[int], name: str = "grid", dims: 
     return tuple(value)
 
 
+def check_count(name: str, value: object, minimum: int = 1) -> None:
+    """A whole number (not a bool, not 2.0) of at least `minimum`, or a TypeError/ValueError naming `name`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a whole number, at least {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be a whole number, at least {minimum}, got {value}")
+
+
+def check_fraction(name: str, value: object, low: float, high: float, high_allowed: bool) -> None:
+    """A number in [low, high] (or [low, high) when `high_allowed` is False), or an error naming `name`."""
+    interval = f"[{low}, {high}]" if high_allowed else f"[{low}, {high})"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number in {interval}, got {value!r} ({type(value).__name__})")
+    if not (low <= value <= high if high_allowed else low <= value < high):
+        raise ValueError(f"{name} must be a number in {interval}, got {value}")
+
+
+def check_positive_number(name: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number > 0, got {value!r} ({type(value).__name__})")
+    if not value > 0 or value == float("inf"):  # `not >` also refuses nan
+        raise ValueError(f"{name} must be a number > 0, got {value}")
+
+
+def check_switch(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
 @dataclass
 class ViTConfig:
     """Hyper-parameters of the ViT baseline; LookupViTConfig adds the compressed-token settings."""
@@ -42,6 +71,11 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         self.img_size = as_grid(self.img_size, "img_size")
+        for name in ("patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads"):
+            check_count(name, getattr(self, name))
+        check_positive_number("mlp_ratio", self.mlp_ratio)
+        check_switch("qkv_bias", self.qkv_bias)
+        check_fraction("drop_path_rate", self.drop_path_rate, 0, 1, high_allowed=False)  # 1 would drop every block
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
         for side in self.img_size:

@@ -20,7 +20,7 @@ from ..layers import (
     init_weights,
     resize_tokens,
 )
-from .common import PatchModel, ViTConfig, as_grid, init_position_embedding
+from .common import PatchModel, ViTConfig, as_grid, check_positive_number, check_switch, init_position_embedding
 
 HEAD_CHOICES = ("average", "compressed", "lookup")
 COMPRESSED_INITS = ("resize", "learned")
@@ -38,6 +38,17 @@ class LookupViTConfig(ViTConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.compressed_grid = as_grid(self.compressed_grid, "compressed_grid")
+        lookup_grid = self.patch_grid
+        if self.compressed_grid[0] > lookup_grid[0] or self.compressed_grid[1] > lookup_grid[1]:
+            # The compressed tokens are a downsampled copy of the lookup tokens, so the default grid must fit.
+            height, width = self.img_size
+            raise ValueError(
+                f"compressed_grid {self.compressed_grid} is larger than the lookup grid {lookup_grid} of {height}x{width} images "
+                f"at patch size {self.patch_size}; choose a grid between (1, 1) and {lookup_grid}"
+            )
+        check_positive_number("lookup_mlp_ratio", self.lookup_mlp_ratio)
+        check_switch("use_lookup_tokens", self.use_lookup_tokens)
+        check_switch("infuse", self.infuse)
         if self.compressed_init not in COMPRESSED_INITS:
             raise ValueError(f"compressed_init must be one of {COMPRESSED_INITS}, got {self.compressed_init!r}")
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import CrossAttention, DropPath, Linear, ViTBlock, drop_path_rates, init_weights
-from .common import SingleHeadClassifier, ViTConfig
+from .common import SingleHeadClassifier, ViTConfig, check_count
 from .vit import ViTOutput
 
 
@@ -22,8 +22,7 @@ class PerceiverConfig(ViTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_latents < 1:
-            raise ValueError(f"num_latents must be at least 1, got {self.num_latents}")
+        check_count("num_latents", self.num_latents)
 
 
 class PerceiverBlock(nn.Module):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Linear, ViTBlock, drop_path_rates, init_weights
-from .common import SingleHeadClassifier, ViTConfig
+from .common import SingleHeadClassifier, ViTConfig, check_count, check_fraction
 from .vit import ViTOutput
 
 
@@ -24,10 +24,8 @@ class TokenLearnerConfig(ViTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_learned_tokens < 1:
-            raise ValueError(f"num_learned_tokens must be at least 1, got {self.num_learned_tokens}")
-        if not 0.0 <= self.tokenlearner_at <= 1.0:
-            raise ValueError(f"tokenlearner_at must be a fraction of the depth in [0, 1], got {self.tokenlearner_at}")
+        check_count("num_learned_tokens", self.num_learned_tokens)
+        check_fraction("tokenlearner_at", self.tokenlearner_at, 0, 1, high_allowed=True)  # a fraction of the depth
 
     @property
     def blocks_before_tokenlearner(self) -> int:
