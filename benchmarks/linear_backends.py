@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import lookupvit.layers
 from lookupvit.cli import positive_int
-from lookupvit.registry import create_model
+from lookupvit.models.registry import create_model
 
 DIM = 768
 WEIGHT_BYTES = 64_000_000

@@ -14,7 +14,7 @@ import torch
 from lookupvit.benchmark import autocast, median_times
 from lookupvit.cli import positive_int
 from lookupvit.layers import BidirectionalCrossAttention, reassociation_is_cheaper
-from lookupvit.registry import create_model
+from lookupvit.models.registry import create_model
 from lookupvit.runtime import pick_device
 
 

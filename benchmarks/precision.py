@@ -18,7 +18,7 @@ import torch
 
 from lookupvit.benchmark import autocast, median_times
 from lookupvit.cli import positive_int
-from lookupvit.registry import create_model
+from lookupvit.models.registry import create_model
 from lookupvit.runtime import parse_precision, pick_device
 
 PRECISIONS = ("fp32", "bf16", "bf16-weights")  # as `lookupvit bench --dtype` names them: bf16 is autocast

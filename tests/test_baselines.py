@@ -20,7 +20,7 @@ from lookupvit import (
     save_model,
 )
 from lookupvit.models import TokenLearner
-from lookupvit.registry import SIZES
+from lookupvit.models.registry import SIZES
 
 from .conftest import randomize_
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lookupvit.layers import BidirectionalCrossAttention
-from lookupvit.registry import create_model
+from lookupvit.models.registry import create_model
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

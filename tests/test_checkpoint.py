@@ -11,7 +11,13 @@ import torch
 from safetensors.torch import save_file
 
 from lookupvit import LookupViT, create_model, load_model, load_weights, save_model
-from lookupvit.checkpoint import checkpoint_digest, has_checkpoint, load_checkpoint, previous_checkpoint_path, save_checkpoint
+from lookupvit.training.checkpoint import (
+    checkpoint_digest,
+    has_checkpoint,
+    load_checkpoint,
+    previous_checkpoint_path,
+    save_checkpoint,
+)
 
 
 def test_save_load_round_trip_is_exact(tmp_path, small_model):

@@ -138,7 +138,7 @@ def test_threads_option_refuses_a_negative_count(command, capsys):
 
 @pytest.mark.parametrize(
     "command,module",
-    [(["eval", "m.safetensors"], "lookupvit.report.load_trained"), (["report", "run"], "lookupvit.report.write_report"), (["reproduce"], "lookupvit.reproduce.reproduce")],
+    [(["eval", "m.safetensors"], "lookupvit.training.report.load_trained"), (["report", "run"], "lookupvit.training.report.write_report"), (["reproduce"], "lookupvit.experiments.reproduce.reproduce")],
 )
 def test_eval_report_and_reproduce_set_threads_first(command, module, monkeypatch, capsys):
     calls = []
@@ -164,7 +164,7 @@ def test_train_threads_option_overrides_the_config(monkeypatch):
         configs.append(config)
         raise RuntimeError("stopped here")
 
-    monkeypatch.setattr("lookupvit.train.train", record)
+    monkeypatch.setattr("lookupvit.training.engine.train", record)
     assert main(["train", "--no-report", "--set", "threads=2"]) == 2
     assert main(["train", "--no-report", "--threads", "1", "--set", "threads=2"]) == 2
     assert [config.threads for config in configs] == [2, 1]
@@ -182,7 +182,7 @@ def test_train_refuses_bad_settings_before_reading_data(setting, message, monkey
     def no_training(config):
         raise AssertionError("train() was called")
 
-    monkeypatch.setattr("lookupvit.train.train", no_training)
+    monkeypatch.setattr("lookupvit.training.engine.train", no_training)
     assert main(["train", "--set", "model=lookupvit_nano4", setting]) == 2
     assert message in capsys.readouterr().err
 

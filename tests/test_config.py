@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lookupvit import LookupViTConfig, create_model, model_config
-from lookupvit.config import FIELD_CHECKS, TrainConfig, check_model_settings, load_config
-from lookupvit.reproduce import BUDGETS, experiments, train_config
+from lookupvit.experiments.reproduce import BUDGETS, experiments, train_config
 from lookupvit.runtime import automatic_threads, configure_threads
+from lookupvit.training.config import FIELD_CHECKS, TrainConfig, check_model_settings, load_config
 
 BAD_OVERRIDES = [
     # (overrides, text the message must contain: the key and the value)

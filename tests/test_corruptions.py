@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lookupvit import corruptions
-from lookupvit.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corrupted_test_set
+from lookupvit.evaluation import corruptions
+from lookupvit.evaluation.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corrupted_test_set
 
 RANDOM = {
     "gaussian_noise",

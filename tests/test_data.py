@@ -74,7 +74,7 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_download_verifies_and_fails_clearly_offline(tmp_path, monkeypatch):
-    import lookupvit.data as data
+    import lookupvit.data.fashion_mnist as data
 
     monkeypatch.setattr(data, "FASHION_MNIST_URL", "http://127.0.0.1:9/")  # nothing listens on the discard port
     with pytest.raises(RuntimeError, match="Offline\\? On Debian/Ubuntu run `apt-get install dataset-fashion-mnist`"):

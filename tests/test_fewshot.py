@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from lookupvit import create_model
-from lookupvit.fewshot import (
+from lookupvit.data import Normalization
+from lookupvit.evaluation.fewshot import (
     RidgeProbe,
     draw_seed,
     extract_features,
@@ -10,7 +11,6 @@ from lookupvit.fewshot import (
     ridge_probe_accuracy,
     sample_shots,
 )
-from lookupvit.data import Normalization
 
 
 def naive_ridge_weights(features, labels, num_classes, l2_reg):

@@ -13,7 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from lookupvit.layers import Linear, _onednn_linear_applies
-from lookupvit.registry import create_model
+from lookupvit.models.registry import create_model
 
 # torch.func and torch.jit.trace touch torch.jit, which warns that it is deprecated; it is still in use, so still covered
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-import lookupvit.reproduce as reproduce_module
-from lookupvit.reproduce import BUDGETS, experiments, reproduce
+import lookupvit.experiments.reproduce as reproduce_module
+from lookupvit.experiments.reproduce import BUDGETS, experiments, reproduce
 
 
 @pytest.fixture(scope="module")

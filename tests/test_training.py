@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from lookupvit import load_model
-from lookupvit.augment import AugmentConfig, augment
-from lookupvit.checkpoint import load_checkpoint
-from lookupvit.config import load_config
-from lookupvit.train import CHECKPOINT, build_optimizer, config_changes, lr_factor, train
+from lookupvit.data.augment import AugmentConfig, augment
+from lookupvit.training.checkpoint import load_checkpoint
+from lookupvit.training.config import load_config
+from lookupvit.training.engine import CHECKPOINT, build_optimizer, config_changes, lr_factor, train
 
 TINY = [
     "model=lookupvit_nano4",
@@ -205,10 +205,10 @@ def test_config_errors_are_clear(tmp_path):
 
 def test_compiled_training_matches_eager_training(tmp_path, monkeypatch):
     import lookupvit.runtime
-    import lookupvit.train
+    import lookupvit.training.engine
 
     # aot_eager traces forward and backward like inductor does, without minutes of C++ compilation.
-    monkeypatch.setattr(lookupvit.train, "compile_model", lambda module, num_grids: lookupvit.runtime.compile_model(module, num_grids, backend="aot_eager"))
+    monkeypatch.setattr(lookupvit.training.engine, "compile_model", lambda module, num_grids: lookupvit.runtime.compile_model(module, num_grids, backend="aot_eager"))
     torch._dynamo.reset()
     eager = train(tiny_config(tmp_path / "eager", "epochs=1", "train_subset=96"), quiet=True)
     compiled = train(tiny_config(tmp_path / "compiled", "epochs=1", "train_subset=96", "compile=true"), quiet=True)

@@ -1,7 +1,5 @@
 """LookupViT: compressing visual information to a limited number of tokens (Koner et al., ECCV 2024)."""
 
-from .checkpoint import load_model, load_weights, save_model
-from .flops import analytic_flops, measured_flops
 from .models import (
     LookupViT,
     LookupViTConfig,
@@ -14,7 +12,9 @@ from .models import (
     ViTConfig,
     ViTOutput,
 )
-from .registry import build_model, create_model, list_models, model_config
+from .models.flops import analytic_flops, measured_flops
+from .models.registry import build_model, create_model, list_models, model_config
+from .models.serialization import load_model, load_weights, save_model
 
 __version__ = "0.1.0"
 

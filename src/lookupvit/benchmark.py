@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
-from .flops import analytic_flops
 from .layers import Linear, _onednn_linear_applies
-from .registry import create_model
-from .train import ClassificationLoss, build_optimizer
+from .models.flops import analytic_flops
+from .models.registry import create_model
+from .training.config import TrainConfig
+from .training.engine import ClassificationLoss, build_optimizer
 
 
 def synchronize(device: torch.device) -> None:

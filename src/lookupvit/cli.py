@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from . import benchmark
-from .evaluate import grid_label
-from .flops import analytic_flops, measured_flops
+from .evaluation.accuracy import grid_label
 from .models import LookupViT, LookupViTConfig
-from .registry import list_models, model_config
+from .models.flops import analytic_flops, measured_flops
+from .models.registry import list_models, model_config
 from .runtime import configure_threads, parse_precision, pick_device
 
 # Paper Table 1: GFLOPs (2 x MACs) at 224 px.
@@ -173,8 +173,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .checkpoint import load_model
     from .export import export_onnx
+    from .models.serialization import load_model
 
     model = load_model(args.model)
     error = export_onnx(model, args.out, grid=args.grid)
@@ -183,16 +183,16 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import reproduce
+    from .experiments.reproduce import reproduce
 
     configure_threads(args.threads)
     print(f"report: {reproduce(args.budget, args.out, args.device, threads=args.threads)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .config import load_config
-    from .report import write_report
-    from .train import train
+    from .training.config import load_config
+    from .training.engine import train
+    from .training.report import write_report
 
     config = load_config(args.config, args.set)
     if args.threads is not None:  # an execution setting: changing it does not make a resumed run another run
@@ -203,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .training.report import write_report
 
     configure_threads(args.threads)
     print(f"report: {write_report(args.run, pick_device(args.device))}")
@@ -211,9 +211,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data import check_class_names, load_fashion_mnist, load_image_folder
-    from .evaluate import evaluate, format_table
-    from .report import load_trained
-    from .visualize import plot_accuracy_vs_flops
+    from .evaluation.accuracy import evaluate, format_table
+    from .evaluation.visualize import plot_accuracy_vs_flops
+    from .training.report import load_trained
 
     configure_threads(args.threads)
     device = pick_device(args.device)
@@ -243,7 +243,7 @@ def _load_image(path: str, model) -> torch.Tensor:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .report import load_trained
+    from .training.report import load_trained
 
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)
@@ -257,8 +257,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
-    from .report import load_trained
-    from .visualize import plot_attention_maps
+    from .evaluation.visualize import plot_attention_maps
+    from .training.report import load_trained
 
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)

@@ -11,10 +11,12 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .layers import BidirectionalCrossAttention, reassociation_is_cheaper
-from .models import LookupViT, LookupViTConfig, PerceiverConfig, TokenLearnerConfig, ViTConfig
-from .models.common import as_grid
+from ..layers import BidirectionalCrossAttention, reassociation_is_cheaper
+from .common import ViTConfig, as_grid
+from .lookupvit import LookupViT, LookupViTConfig
+from .perceiver import PerceiverConfig
 from .registry import build_model
+from .tokenlearner import TokenLearnerConfig
 
 
 def _token_counts(config: ViTConfig, image_size: int | tuple[int, int] | None) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .models import LookupViT
+from ..models import LookupViT
 
 BIAS_FEATURE = 100.0  # large, so the bias's ridge penalty is l2 / 100^2
 STD_EPSILON = 1e-5  # keeps constant feature dimensions finite after standardising

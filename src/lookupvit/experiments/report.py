@@ -6,8 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
-from .robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
-from .visualize import _pyplot
+from ..evaluation.robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
+from ..evaluation.visualize import _pyplot
 
 # The paper's numbers, for orientation only (ImageNet-1k, B/16, 224 px; GFLOPs = 2 x MACs).
 PAPER_TABLE_1 = {"ViT": (78.6, 35.1), "TokenLearner 1/2": (75.7, 19.1), "TokenLearner 3/4": (77.5, 27.1), "Perceiver": (78.0, None),

@@ -16,10 +16,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .augment import AugmentConfig
-from .data import FASHION_MNIST_CLASSES
-from .models import LookupViTConfig, ViTConfig
-from .registry import model_config
+from ..data import FASHION_MNIST_CLASSES
+from ..data.augment import AugmentConfig
+from ..models import LookupViTConfig, ViTConfig
+from ..models.registry import model_config
 
 
 @dataclass

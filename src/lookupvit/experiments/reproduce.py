@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write
-from .config import TrainConfig
-from .corruptions import corrupted_test_set, plot_corruption_grid
-from .evaluate import evaluate
-from .fewshot import extract_features, few_shot_accuracy
-from .report import load_trained
-from .robustness import corruption_results
-from .runtime import pick_device
-from .train import load_datasets, train
+from ..evaluation.accuracy import evaluate
+from ..evaluation.corruptions import corrupted_test_set, plot_corruption_grid
+from ..evaluation.fewshot import extract_features, few_shot_accuracy
+from ..evaluation.robustness import corruption_results
+from ..files import atomic_write
+from ..runtime import pick_device
+from ..training.config import TrainConfig
+from ..training.engine import load_datasets, train
+from ..training.report import load_trained
 
 BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
 TRANSFER_CLASSES = [5, 6, 7, 8, 9]  # sandal, shirt, sneaker, bag, ankle boot: never seen in training
@@ -197,6 +197,6 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
         result["hardware"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__, "device": str(device)}
         write_json(path, result)
 
-    from .reproduce_report import write_reproduction_report
+    from .report import write_reproduction_report
 
     return write_reproduction_report(out)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .evaluate import grid_label
-from .models import LookupViT
+from ..models import LookupViT
+from .accuracy import grid_label
 
 
 def _pyplot():

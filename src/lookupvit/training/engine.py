@@ -26,15 +26,24 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .augment import augment, mix
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_model
+from ..data import (
+    ImageDataset,
+    Normalization,
+    check_class_names,
+    data_fingerprint,
+    dataset_normalization,
+    load_fashion_mnist,
+    load_image_folder,
+)
+from ..data.augment import augment, mix
+from ..evaluation.accuracy import evaluate, grid_label
+from ..layers import global_batch_rows
+from ..models import LookupViT
+from ..models.registry import create_model
+from ..models.serialization import save_model
+from ..runtime import compile_model, configure_threads, pick_device
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_model_settings, config_json
-from .data import ImageDataset, Normalization, check_class_names, data_fingerprint, dataset_normalization, load_fashion_mnist, load_image_folder
-from .evaluate import evaluate, grid_label
-from .layers import global_batch_rows
-from .models import LookupViT
-from .registry import create_model
-from .runtime import compile_model, configure_threads, pick_device
 
 CHECKPOINT = "checkpoint.pt"
 

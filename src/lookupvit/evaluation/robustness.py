@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .evaluate import logits_and_features
+from .accuracy import logits_and_features
 
 DEVIATION_BINS = torch.linspace(0.0, 2.0, 81)  # fixed bins, so histograms of different models line up
 

@@ -14,7 +14,11 @@ import fnmatch
 
 from torch import nn
 
-from .models import LookupViT, LookupViTConfig, Perceiver, PerceiverConfig, TokenLearnerConfig, TokenLearnerViT, ViT, ViTConfig
+from .common import ViTConfig
+from .lookupvit import LookupViT, LookupViTConfig
+from .perceiver import Perceiver, PerceiverConfig
+from .tokenlearner import TokenLearnerConfig, TokenLearnerViT
+from .vit import ViT
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type[ViTConfig]]] = {
     "lookupvit": (LookupViT, LookupViTConfig),

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_model, read_metadata
+from ..data import ImageDataset, Normalization, check_class_names
+from ..evaluation.accuracy import evaluate, format_table
+from ..evaluation.visualize import plot_accuracy_vs_flops, plot_attention_maps
+from ..models import LookupViT
+from ..models.serialization import load_model, read_metadata
 from .config import TrainConfig
-from .data import ImageDataset, Normalization, check_class_names
-from .evaluate import evaluate, format_table
-from .models import LookupViT
-from .train import evaluation_grids, load_datasets
-from .visualize import plot_accuracy_vs_flops, plot_attention_maps
+from .engine import evaluation_grids, load_datasets
 
 
 def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, Normalization, list[str]]:

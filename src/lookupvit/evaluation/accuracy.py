@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .data import ImageDataset
-from .flops import analytic_flops
-from .models import LookupViT
+from ..data import ImageDataset
+from ..models import LookupViT
+from ..models.flops import analytic_flops
 
 HEADS = ("compressed", "lookup", "average")
 

@@ -1,0 +1,1 @@
+"""Evaluation of trained models: accuracy and FLOPs per grid, corruptions and robustness, few-shot probes, plots."""

@@ -1,0 +1,1 @@
+"""Experiments: the paper's claims reproduced at small scale, and their report."""
