@@ -211,6 +211,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data import check_class_names, load_fashion_mnist, load_image_folder
+    from .data.loader import dataset_batches
     from .evaluation.accuracy import evaluate, format_table
     from .evaluation.visualize import plot_accuracy_vs_flops
     from .training.report import load_trained
@@ -227,7 +228,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
     check_class_names(classes, dataset.classes, f"the model file {args.model}", f"the data {args.data}")
     grids = args.grid or [None]
-    rows = evaluate(model, dataset.subset(args.limit), normalization, grids, args.batch_size, device, amp=dtype == torch.bfloat16 and not cast_weights)
+    batches = dataset_batches(dataset.subset(args.limit), normalization, args.batch_size)
+    rows = evaluate(model, batches, grids, device, amp=dtype == torch.bfloat16 and not cast_weights)
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
-from ..data import ImageDataset
 from ..models import LookupViT
 from ..models.flops import analytic_flops
 
@@ -32,35 +33,35 @@ def logits_and_features(model: nn.Module, images: Tensor, grid: int | tuple[int,
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset: ImageDataset,
-    normalization,
-    grids: list,
-    batch_size: int,
-    device: torch.device,
-    amp: bool = False,
-) -> list[dict]:
-    """One row per grid: {"grid", "gflops", "<head>": {"top1", "top5"}} for each head (ViT: "average" only)."""
+def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], grids: list, device: torch.device, amp: bool = False) -> list[dict]:
+    """One row per grid: {"grid", "gflops", "<head>": {"top1", "top5"}} for each head (ViT: "average" only).
+
+    `batches` yields (normalised images, labels), e.g. data.loader.dataset_batches for a dataset in
+    memory or data.loader.EvalBatches for a streamed one; it is read once, every grid per batch.
+    """
     model.eval()
-    rows = []
     is_lookup = isinstance(model, LookupViT)
-    image_size = tuple(dataset.images.shape[-2:])
-    for grid in grids if is_lookup else [None]:
-        correct: dict[str, list[int]] = {}
-        for start in range(0, len(dataset), batch_size):
-            images = normalization(dataset.images[start : start + batch_size].to(device))
-            labels = dataset.labels[start : start + batch_size].to(device)
+    grids = grids if is_lookup else [None]
+    correct: list[dict[str, list[int]]] = [{} for _ in grids]
+    count, image_size = 0, None
+    for images, labels in batches:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        count, image_size = count + len(labels), tuple(images.shape[-2:])
+        for grid, grid_correct in zip(grids, correct):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits, _ = logits_and_features(model, images, grid)
             for head, values in logits.items():
-                counts = correct.setdefault(head, [0, 0])
+                counts = grid_correct.setdefault(head, [0, 0])
                 counts[0] += _topk_correct(values.float(), labels, 1)
                 counts[1] += _topk_correct(values.float(), labels, 5)
+    if count == 0:
+        raise ValueError("nothing to evaluate: the evaluation data is empty")
+    rows = []
+    for grid, grid_correct in zip(grids, correct):
         lookup_grid = (image_size[0] // model.config.patch_size, image_size[1] // model.config.patch_size)
         resolved = model.resolve_grid(grid, lookup_grid) if is_lookup else None
         row = {"grid": list(resolved) if resolved else None, "gflops": analytic_flops(model.config, image_size, resolved) / 1e9}
-        row.update({head: {"top1": c1 / len(dataset), "top5": c5 / len(dataset)} for head, (c1, c5) in correct.items()})
+        row.update({head: {"top1": c1 / count, "top5": c5 / count} for head, (c1, c5) in grid_correct.items()})
         rows.append(row)
     return rows
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.loader import dataset_batches
 from ..evaluation.accuracy import evaluate
 from ..evaluation.corruptions import corrupted_test_set, plot_corruption_grid
 from ..evaluation.fewshot import extract_features, few_shot_accuracy
@@ -25,7 +26,8 @@ from ..evaluation.robustness import corruption_results
 from ..files import atomic_write
 from ..runtime import pick_device
 from ..training.config import TrainConfig
-from ..training.engine import load_datasets, train
+from ..training.data import load_datasets
+from ..training.engine import train
 from ..training.report import load_trained
 
 BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
@@ -141,7 +143,7 @@ def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: to
         "head": experiment.head,
         "train_seconds_this_call": round(train_seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "eval": evaluate(model, test_set, normalization, EVAL_GRIDS, 500, device),
+        "eval": evaluate(model, dataset_batches(test_set, normalization, 500), EVAL_GRIDS, device),
     }
     if experiment.group == "compare":
         is_lookup = experiment.model.startswith("lookupvit")

@@ -18,6 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from ..data import FASHION_MNIST_CLASSES
 from ..data.augment import AugmentConfig
+from ..data.transforms import RANDAUGMENT_PRESETS
 from ..models import LookupViTConfig, ViTConfig
 from ..models.registry import model_config
 
@@ -65,6 +66,14 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard scalars to out/tensorboard (needs the tensorboard extra)
     eval_batch_size: int = 500
     device: str = "auto"
+    # streamed layouts (imagenet, shards): DataLoader workers and the per-image transforms (data/transforms.py)
+    layout: str = "auto"  # "auto", "class-folders", "imagenet" (root/train|val/<class>/<image>) or "shards" (root/{train,val}-*.tar)
+    workers: int = 0  # decoding processes per training process (0: decode in the training process)
+    normalization: str = "dataset"  # "dataset" (statistics of a seeded sample), "inception" ([-1, 1]) or "imagenet"
+    crop_scale: list = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop's range of the image area
+    crop_pct: float = 0.875  # evaluation: resize the short side to image_size / crop_pct, centre-crop image_size
+    randaugment: str = "none"  # AugReg preset: none, light1, light2, medium1, medium2, strong1, strong2
+    random_erasing: float = 0.0  # probability of erasing one rectangle (after normalisation)
     threads: int = 0  # torch CPU threads per process; 0: the cores this process may use, shared among torchrun's local processes
 
     def __post_init__(self) -> None:
@@ -212,6 +221,16 @@ FIELD_CHECKS: dict[str, Check] = {
     "eval_batch_size": whole_number(1),
     "device": ("'auto' or a torch device such as 'cpu', 'cuda' or 'cuda:1'", is_device),
     "threads": ("a whole number >= 0 (0: automatic)", lambda value: is_whole(value) and value >= 0),
+    "layout": ("one of 'auto', 'class-folders', 'imagenet', 'shards'", lambda value: value in ("auto", "class-folders", "imagenet", "shards")),
+    "workers": whole_number(0),
+    "normalization": ("one of 'dataset', 'inception', 'imagenet'", lambda value: value in ("dataset", "inception", "imagenet")),
+    "crop_scale": (
+        "two numbers 0 < low <= high <= 1, e.g. [0.08, 1.0]",
+        lambda value: isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) for v in value) and 0 < value[0] <= value[1] <= 1,
+    ),
+    "crop_pct": ("a number in (0, 1]", lambda value: is_number(value) and 0 < value <= 1),
+    "randaugment": (f"one of {sorted(RANDAUGMENT_PRESETS)}", lambda value: value in RANDAUGMENT_PRESETS),
+    "random_erasing": PROBABILITY,
 }
 
 # AugmentConfig's values; a field added there without an entry here is checked against its default's type.

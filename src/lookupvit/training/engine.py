@@ -26,24 +26,17 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..data import (
-    ImageDataset,
-    Normalization,
-    check_class_names,
-    data_fingerprint,
-    dataset_normalization,
-    load_fashion_mnist,
-    load_image_folder,
-)
-from ..data.augment import augment, mix
+from ..data.augment import mix
+from ..data.loader import BatchPlan, check_workers, step_seed
 from ..evaluation.accuracy import evaluate, grid_label
 from ..layers import global_batch_rows
 from ..models import LookupViT
 from ..models.registry import create_model
 from ..models.serialization import save_model
-from ..runtime import compile_model, configure_threads, pick_device
+from ..runtime import automatic_threads, compile_model, configure_threads, pick_device
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_model_settings, config_json
+from .data import RunData, open_run_data
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -53,36 +46,15 @@ CHECKPOINT = "checkpoint.pt"
 # --------------------------------------------------------------------------------------------
 
 
-def load_datasets(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
-    """The training and evaluation sets a config names, with the same class names in the same order."""
-    if config.dataset == "fashion-mnist":
-        train_set = load_fashion_mnist("train", config.data_root, config.download)
-        test_set = load_fashion_mnist("test", config.data_root, config.download)
-    else:
-        size = (config.image_size, config.image_size)
-        if config.val_dataset is None:
-            raise ValueError("an image-folder dataset needs val_dataset=<folder> for evaluation")
-        train_set = load_image_folder(config.dataset, size)
-        test_set = load_image_folder(config.val_dataset, size)
-        check_class_names(train_set.classes, test_set.classes, f"the training folder {config.dataset}", f"the validation folder {config.val_dataset}")
-    train_set, test_set = train_set.select_classes(config.classes), test_set.select_classes(config.classes)
-    if len(train_set.classes) < 2:
-        raise ValueError(
-            f"the training data has {len(train_set.classes)} class ({list(train_set.classes)}); a classifier needs at least 2 "
-            "(an image folder needs one sub-folder per class)"
-        )
-    return train_set.subset(config.train_subset, config.seed), test_set.subset(config.test_subset, config.seed)
-
-
-def build_model_for(config: TrainConfig, dataset: ImageDataset) -> nn.Module:
-    channels, height, width = dataset.image_shape
-    args = {"img_size": (height, width), "in_chans": channels, "num_classes": len(dataset.classes), **config.model_args}
+def build_model_for(config: TrainConfig, data: RunData) -> nn.Module:
+    channels, height, width = data.image_shape
+    args = {"img_size": (height, width), "in_chans": channels, "num_classes": len(data.classes), **config.model_args}
     return create_model(config.model, **args)
 
 
-def model_metadata(dataset: ImageDataset, normalization: Normalization) -> dict[str, str]:
+def model_metadata(data: RunData) -> dict[str, str]:
     """What `predict` needs besides the weights: class names and input preprocessing."""
-    return {"classes": json.dumps(list(dataset.classes)), "normalization": json.dumps(normalization.to_json())}
+    return {"classes": json.dumps(list(data.classes)), "normalization": json.dumps(data.normalization.to_json())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,15 +151,6 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
 # --------------------------------------------------------------------------------------------
 
 
-def step_seed(seed: int, step: int, stream: int) -> int:
-    return (seed * 1_000_003 + step * 7919 + stream) % (2**63)
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(seed: int, epoch: int, size: int) -> Tensor:
-    return torch.randperm(size, generator=torch.Generator().manual_seed(step_seed(seed, epoch, 999_983)))
-
-
 def grid_for_step(grids: list, seed: int, step: int) -> tuple[int, int]:
     choice = grids[random.Random(step_seed(seed, step, 1)).randrange(len(grids))]
     return (choice, choice) if isinstance(choice, int) else tuple(choice)
@@ -235,19 +198,21 @@ class Trainer:
         self.config = config
         self.info, self.device = init_distributed(config.device)
         self.out = Path(config.out)
-        self.train_set, self.test_set = load_datasets(config)
-        self.data = data_fingerprint(self.train_set)
-        self.normalization = dataset_normalization(self.train_set, config.seed)
+        self.data = open_run_data(config)
+        self.fingerprint = self.data.train.fingerprint()
         torch.manual_seed(config.seed)
-        self.model = build_model_for(config, self.train_set).to(self.device)
+        self.model = build_model_for(config, self.data).to(self.device)
         self.model.set_grad_checkpointing(config.grad_checkpointing)
         self.is_lookup = isinstance(self.model, LookupViT)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if config.ema_decay > 0 else None
         self.optimizer = build_optimizer(self.model, config)
-        self.local_batch = local_batch_size(config, self.info.world_size)
-        self.steps_per_epoch = len(self.train_set) // config.batch_size
+        if self.data.streamed:
+            check_workers(config.workers, automatic_threads())
+        local_batch = local_batch_size(config, self.info.world_size)
+        self.plan = BatchPlan(len(self.data.train), config.batch_size, local_batch, config.accum_steps, self.info.world_size, self.info.rank, config.seed)
+        self.steps_per_epoch = self.plan.steps_per_epoch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"the training set ({len(self.train_set)} images) is smaller than one batch ({config.batch_size})")
+            raise ValueError(f"the training set ({len(self.data.train)} images) is smaller than one batch ({config.batch_size})")
         self.total_steps = config.epochs * self.steps_per_epoch
         warmup_steps = max(1, round(config.warmup_epochs * self.steps_per_epoch))
         schedule = functools.partial(lr_factor, total_steps=self.total_steps, warmup_steps=warmup_steps, min_ratio=config.min_lr_ratio)
@@ -259,6 +224,7 @@ class Trainer:
             (self.out / "config.json").write_text(config_json(config))
         self.wrapped = self.wrap_model()
         self.augment_config = config.augment_config()
+        self.replaced_images = 0  # corrupt images replaced by the loader in this invocation
         self.metrics = MetricsLog(self.out, config.tensorboard, self.start_step) if self.info.is_main else None
         self.progress = _progress(self.total_steps, self.start_step, quiet or not self.info.is_main)
 
@@ -268,7 +234,7 @@ class Trainer:
         if not has_checkpoint(checkpoint):
             return
         state = load_checkpoint(checkpoint)
-        check_same_run(state, self.config, self.data, self.out)
+        check_same_run(state, self.config, self.fingerprint, self.out)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -289,8 +255,9 @@ class Trainer:
 
     def run(self, stop_after_steps: int | None) -> None:
         window = ThroughputWindow()
+        batches = iter(self.data.training_batches(self.plan, self.start_step, self.total_steps, self.device))
         for step in range(self.start_step, self.total_steps):
-            loss, grad_norm, grid = self.train_step(step)
+            loss, grad_norm, grid = self.train_step(step, batches)
             window.add(self.config.batch_size)
             self.progress.update(1)
             done = step + 1
@@ -305,23 +272,25 @@ class Trainer:
             if stopping:
                 break
         self.progress.close()
+        if self.replaced_images:
+            self.progress.write(f"warning: {self.replaced_images} corrupt image(s) did not decode and were replaced by the next readable image")
         if self.metrics is not None:
             self.metrics.close()  # every record was flushed as written, so a crash before this loses nothing
         if self.info.world_size > 1:
             dist.barrier()
 
-    def train_step(self, step: int) -> tuple[float, Tensor | None, tuple[int, int] | None]:
+    def train_step(self, step: int, batches) -> tuple[float, Tensor | None, tuple[int, int] | None]:
         """One optimizer step over the global batch of `step` -> (loss, gradient norm, grid)."""
         config = self.config
-        epoch, position = divmod(step, self.steps_per_epoch)
         self.model.train()
-        indices = epoch_order(config.seed, epoch, len(self.train_set))[position * config.batch_size : (position + 1) * config.batch_size]
         grid = grid_for_step(config.grids, config.seed, step) if self.is_lookup else None
         self.optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for micro in range(config.accum_steps):
-            first_row = (micro * self.info.world_size + self.info.rank) * self.local_batch
-            loss += self.micro_batch_loss(step, indices, first_row, grid, sync=micro == config.accum_steps - 1) / config.accum_steps
+            batch_step, batch_micro, images, labels, replaced = next(batches)
+            assert (batch_step, batch_micro) == (step, micro), "the batch iterator ran out of step with the training loop"
+            self.replaced_images += replaced
+            loss += self.micro_batch_loss(step, micro, images, labels, grid) / config.accum_steps
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower lr (now {config.lr}) or check the data")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm) if config.clip_grad_norm > 0 else None
@@ -332,23 +301,21 @@ class Trainer:
                 torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - config.ema_decay)
         return loss, grad_norm, grid
 
-    def micro_batch_loss(self, step: int, indices: Tensor, first_row: int, grid: tuple[int, int] | None, sync: bool) -> float:
-        """Forward and backward of rows first_row.. of the step's global batch; returns their loss.
+    def micro_batch_loss(self, step: int, micro: int, images: Tensor, labels: Tensor, grid: tuple[int, int] | None) -> float:
+        """Forward and backward of one micro-batch (normalised images, labels) of `step`; returns its loss.
 
         Every draw is made for the whole global batch from seeds that depend on (seed, step) only,
-        and this micro-batch keeps its rows: augmentation parameters, the mixup/cutmix choice,
-        lambda and box (pairs never cross micro-batches), stochastic-depth masks. So accumulation
-        and K processes follow the single-process trajectory.
+        and this micro-batch keeps its rows: the mixup/cutmix choice, lambda and box (pairs never
+        cross micro-batches) and stochastic-depth masks here, the augmentation in the batch
+        iterator. So accumulation and K processes follow the single-process trajectory.
         """
         config = self.config
-        batch = indices[first_row : first_row + self.local_batch]
-        generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0))
+        first_row = self.plan.first_row(micro)
+        images = images.to(self.device, non_blocking=True)
+        targets = F.one_hot(labels.to(self.device, non_blocking=True), len(self.data.classes)).float()
+        targets = mix(images, targets, self.augment_config, torch.Generator().manual_seed(step_seed(config.seed, step, 3)))
         torch.manual_seed(step_seed(config.seed, step, 2))  # stochastic depth
-        images = augment(self.train_set.images[batch].to(self.device).float() / 255, self.augment_config, generator, config.batch_size, first_row)
-        images = self.normalization.normalize(images)
-        targets = F.one_hot(self.train_set.labels[batch], len(self.train_set.classes)).float().to(self.device)
-        targets = mix(images, targets, self.augment_config, generator)
-        no_sync = self.wrapped.no_sync() if self.info.world_size > 1 and not sync else contextlib.nullcontext()
+        no_sync = self.wrapped.no_sync() if self.info.world_size > 1 and micro < config.accum_steps - 1 else contextlib.nullcontext()
         with no_sync, global_batch_rows(config.batch_size, first_row):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
                 loss, _ = self.wrapped(images, targets, grid)
@@ -372,12 +339,12 @@ class Trainer:
         """End of an epoch: accuracy at the default grid (it picks the best model file; the report evaluates every grid)."""
         eval_model = self.ema if self.ema is not None else self.model
         default_grid = [eval_model.compressed_grid] if self.is_lookup else [None]
-        rows = evaluate(eval_model, self.test_set, self.normalization, default_grid, self.config.eval_batch_size, self.device, amp=self.config.amp == "bf16")
+        rows = evaluate(eval_model, self.data.evaluation_batches(self.device), default_grid, self.device, amp=self.config.amp == "bf16")
         accuracy = rows[0]["average"]["top1"]
         epoch = done // self.steps_per_epoch
         self.metrics.write({"step": done, "epoch": epoch, "eval": rows})
         self.progress.write(f"epoch {epoch}/{self.config.epochs}: test top-1 {100 * accuracy:.2f}% at grid {rows[0]['grid']}")
-        metadata = model_metadata(self.train_set, self.normalization)
+        metadata = model_metadata(self.data)
         save_model(eval_model, self.out / "model.safetensors", metadata)
         if accuracy > self.best_accuracy:
             self.best_accuracy = accuracy
@@ -388,7 +355,7 @@ class Trainer:
             return
         state = {
             "config": self.config.to_dict(),
-            "data": self.data,
+            "data": self.fingerprint,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -431,7 +398,7 @@ def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
 # where the training data lives; the data itself is compared by its fingerprint.
 EXECUTION_SETTINGS = {
     "out", "dataset", "data_root", "download", "val_dataset", "test_subset", "eval_grids", "eval_batch_size",
-    "grad_checkpointing", "compile", "accum_steps", "threads", "device", "tensorboard", "log_every", "checkpoint_every",
+    "grad_checkpointing", "compile", "accum_steps", "threads", "workers", "device", "tensorboard", "log_every", "checkpoint_every",
 }  # fmt: skip
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import ImageDataset, Normalization, check_class_names
+from ..data import Normalization, check_class_names
+from ..data.transforms import unnormalized_eval_transform
 from ..evaluation.accuracy import evaluate, format_table
 from ..evaluation.visualize import plot_accuracy_vs_flops, plot_attention_maps
 from ..models import LookupViT
 from ..models.serialization import load_model, read_metadata
 from .config import TrainConfig
-from .engine import evaluation_grids, load_datasets
+from .data import RunData, open_run_data
+from .engine import evaluation_grids
 
 
 def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, Normalization, list[str]]:
@@ -27,9 +29,16 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, Nor
     return load_model(path, map_location=device).eval(), normalization, json.loads(metadata["classes"])
 
 
-def one_per_class(dataset: ImageDataset, count: int) -> list[int]:
+def display_image(data: RunData, index: int) -> torch.Tensor:
+    """Test image `index` in [0, 1] as the model sees it before normalisation."""
+    if not data.streamed:
+        return data.test.read(index).float() / 255
+    return unnormalized_eval_transform(data.config.image_size, data.config.crop_pct)(data.test.read(index))
+
+
+def one_per_class(labels: torch.Tensor, count: int) -> list[int]:
     picked: dict[int, int] = {}
-    for index, label in enumerate(dataset.labels.tolist()):
+    for index, label in enumerate(labels.tolist()):
         picked.setdefault(label, index)
         if len(picked) == count:
             break
@@ -43,14 +52,14 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
         raise FileNotFoundError(f"{run} is not a finished training run (needs config.json and best.safetensors); train first")
     config = TrainConfig(**json.loads((run / "config.json").read_text()))
     model, normalization, classes = load_trained(run / "best.safetensors", device)
-    _, test_set = load_datasets(config)
-    check_class_names(classes, test_set.classes, f"the model file {run / 'best.safetensors'}", f"the run's test data ({config.val_dataset or config.dataset})")
+    data = open_run_data(config)
+    check_class_names(classes, data.test.classes, f"the model file {run / 'best.safetensors'}", f"the run's test data ({config.val_dataset or config.dataset})")
     grids = evaluation_grids(config, model)
 
     start = time.perf_counter()
-    rows = evaluate(model, test_set, normalization, grids, config.eval_batch_size, device)
+    rows = evaluate(model, data.evaluation_batches(device), grids, device)
     eval_seconds = time.perf_counter() - start
-    (run / "eval.json").write_text(json.dumps({"test_images": len(test_set), "rows": rows}, indent=2))
+    (run / "eval.json").write_text(json.dumps({"test_images": len(data.test), "rows": rows}, indent=2))
     title = f"{config.model} on {config.dataset}: one model, every compressed grid"
     plot_accuracy_vs_flops(rows, run / "accuracy_vs_flops.png", title)
 
@@ -63,7 +72,7 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
         "",
         f"Trained {config.epochs} epochs, global batch {config.batch_size}, lr {config.lr}, {config.amp}, "
         f"compressed grid sampled per batch from {config.grids}; mean training throughput {speed:.0f} images/s "
-        f"on {device}. Test set: {len(test_set)} images (evaluated in {eval_seconds:.0f} s).",
+        f"on {device}. Test set: {len(data.test)} images (evaluated in {eval_seconds:.0f} s).",
         "",
     ]
     if isinstance(model, LookupViT):
@@ -75,10 +84,11 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
         ]
     lines += [format_table(rows), "", "FLOPs are per image, 2 x multiply-accumulates.", "", "![accuracy vs FLOPs](accuracy_vs_flops.png)", ""]
     if isinstance(model, LookupViT):
-        picks = one_per_class(test_set, 3)
-        display = test_set.images[picks].float() / 255
+        picks = one_per_class(data.test.labels, 3)
+        display = torch.stack([display_image(data, i) for i in picks])
         shown = attention_grids or [g for g in grids if g in (2, 3, 5)] or grids[:3]
-        plot_attention_maps(model, normalization(test_set.images[picks]).to(device), display, shown, run / "attention.png", [classes[test_set.labels[i]] for i in picks])
+        inputs = normalization.normalize(display).to(device)
+        plot_attention_maps(model, inputs, display, shown, run / "attention.png", [classes[data.test.labels[i]] for i in picks])
         lines += [
             "## Where the compressed tokens look",
             "",

@@ -1,0 +1,113 @@
+"""Image sources: labelled images read one at a time by index, from memory or from disk.
+
+A source knows its class names, its length and every label without decoding anything; `read(i)`
+decodes image i (in a DataLoader worker for the streamed ones). Three kinds:
+
+- `InMemorySource`: an `ImageDataset` (Fashion-MNIST, small class folders) already in RAM.
+- `ImageTreeSource`: an ImageNet-style tree, root/<split>/<class>/<image>, decoded on demand.
+- `ShardSource` (data/shards.py): tar shards in the WebDataset layout, decoded on demand.
+
+The streamed sources keep their file lists in numpy arrays rather than Python objects: forked
+workers then share those pages instead of copying them as reference counts change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .datasets import ImageDataset, check_class_names
+from .folders import IMAGE_SUFFIXES
+
+
+class CorruptImage(ValueError):
+    """An image whose bytes do not decode; the loader counts it and reads a replacement."""
+
+
+def decode_image(data: bytes | np.ndarray, channels: int, where: str) -> Tensor:
+    """Encoded bytes (JPEG, PNG, WebP, GIF) as uint8 (channels, H, W), through torchvision's decoders."""
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as torchvision_decode
+
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
+    try:
+        return torchvision_decode(buffer, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as error:
+        raise CorruptImage(f"{where} does not decode as an image ({str(error).splitlines()[0][:120]})") from None
+
+
+class InMemorySource:
+    """An ImageDataset as a source: `read` indexes its uint8 tensor."""
+
+    streamed = False
+
+    def __init__(self, dataset: ImageDataset):
+        self.dataset = dataset
+        self.classes = dataset.classes
+        self.labels = dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def read(self, index: int) -> Tensor:
+        return self.dataset.images[index]
+
+    def fingerprint(self) -> dict:
+        from .datasets import data_fingerprint
+
+        return data_fingerprint(self.dataset)
+
+
+class ImageTreeSource:
+    """root/<split>/<class>/<image>: class names from the folder names, labels in sorted order."""
+
+    streamed = True
+
+    def __init__(self, root: str | os.PathLike, split: str, channels: int = 3):
+        self.root, self.split, self.channels = Path(root), split, channels
+        split_dir = self.root / split
+        if not split_dir.is_dir():
+            raise FileNotFoundError(
+                f"{self.root} has no {split}/ folder; an ImageNet-style tree is {self.root}/train/<class>/<image> and "
+                f"{self.root}/val/<class>/<image> (for class sub-folders without train/ and val/, use layout='class-folders')"
+            )
+        class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not class_dirs:
+            raise ValueError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class_name>/<image>")
+        paths, labels = [], []
+        for label, class_dir in enumerate(class_dirs):
+            files = sorted(str(f.relative_to(split_dir)).encode() for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"class folder {class_dir} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); remove it or add images")
+            paths += files
+            labels += [label] * len(files)
+        self.classes = tuple(d.name for d in class_dirs)
+        self.paths = np.array(paths, dtype=np.bytes_)  # one fixed-width buffer, shared by forked workers
+        self.labels = torch.tensor(labels)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, index: int) -> Tensor:
+        path = self.root / self.split / self.paths[index].decode()
+        return decode_image(path.read_bytes(), self.channels, str(path))
+
+    def fingerprint(self) -> dict:
+        """Class names, size and a hash of the file list with sizes (the files are not read)."""
+        digest = hashlib.sha256()
+        split_dir = self.root / self.split
+        for relative in self.paths:
+            digest.update(relative + b"\0" + str((split_dir / relative.decode()).stat().st_size).encode() + b"\n")
+        return {"classes": list(self.classes), "images": len(self), "sha256": digest.hexdigest()}
+
+
+def open_image_tree(root: str | os.PathLike, channels: int = 3) -> tuple[ImageTreeSource, ImageTreeSource]:
+    """The train and val splits of an ImageNet-style tree; their class lists must be identical."""
+    train, val = ImageTreeSource(root, "train", channels), ImageTreeSource(root, "val", channels)
+    check_class_names(train.classes, val.classes, f"{root}/train", f"{root}/val")
+    return train, val

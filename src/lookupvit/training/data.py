@@ -1,0 +1,188 @@
+"""The data of a training run, as its config names it: sources, normalisation, training and evaluation batches.
+
+Layouts (`layout`, "auto" picks by what is on disk):
+- fashion-mnist and "class-folders" (root/<class>/<image>, plus val_dataset): decoded once into RAM
+  at one size and augmented in batches on the training device (data/augment.py);
+- "imagenet" (root/train/<class>/<image>, root/val/<class>/<image>) and "shards" (tar shards in the
+  WebDataset layout): decoded and transformed image by image in DataLoader workers, so memory does
+  not grow with the dataset (data/transforms.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..data import ImageDataset, Normalization, check_class_names, dataset_normalization, load_fashion_mnist, load_image_folder
+from ..data.loader import BatchPlan, EvalBatches, InMemoryTrainingBatches, StreamedTrainingBatches, dataset_batches
+from ..data.sources import CorruptImage, InMemorySource, open_image_tree
+from ..data.transforms import NORMALIZATIONS, eval_transform, train_transform, unnormalized_eval_transform
+from .config import TrainConfig
+
+STREAMED_LAYOUTS = ("imagenet", "shards")
+# Images decoded to compute "dataset" normalisation statistics of a streamed training set.
+STATISTICS_SAMPLE = 1000
+
+
+def resolve_layout(config: TrainConfig) -> str:
+    if config.dataset == "fashion-mnist":
+        return "fashion-mnist"
+    if config.layout != "auto":
+        return config.layout
+    root = Path(config.dataset)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return "imagenet"
+    if root.is_dir() and any(root.glob("*.tar")):
+        return "shards"
+    return "class-folders"
+
+
+def load_datasets(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    """The in-memory training and evaluation sets (Fashion-MNIST or class folders), with the same class names in the same order."""
+    if config.dataset == "fashion-mnist":
+        train_set = load_fashion_mnist("train", config.data_root, config.download)
+        test_set = load_fashion_mnist("test", config.data_root, config.download)
+    else:
+        size = (config.image_size, config.image_size)
+        if config.val_dataset is None:
+            raise ValueError("an image-folder dataset needs val_dataset=<folder> for evaluation")
+        train_set = load_image_folder(config.dataset, size)
+        test_set = load_image_folder(config.val_dataset, size)
+        check_class_names(train_set.classes, test_set.classes, f"the training folder {config.dataset}", f"the validation folder {config.val_dataset}")
+    train_set, test_set = train_set.select_classes(config.classes), test_set.select_classes(config.classes)
+    check_enough_classes(train_set.classes)
+    return train_set.subset(config.train_subset, config.seed), test_set.subset(config.test_subset, config.seed)
+
+
+def check_enough_classes(classes: tuple[str, ...]) -> None:
+    if len(classes) < 2:
+        raise ValueError(
+            f"the training data has {len(classes)} class ({list(classes)}); a classifier needs at least 2 "
+            "(an image folder needs one sub-folder per class)"
+        )
+
+
+class SubsetSource:
+    """A seeded random subset of a streamed source (train_subset / test_subset)."""
+
+    streamed = True
+
+    def __init__(self, source, count: int, seed: int):
+        self.source = source
+        self.indices = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        self.classes, self.labels = source.classes, source.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, index: int) -> Tensor:
+        return self.source.read(int(self.indices[index]))
+
+    def fingerprint(self) -> dict:
+        digest = hashlib.sha256(self.indices.numpy().tobytes()).hexdigest()
+        return {**self.source.fingerprint(), "images": len(self), "subset_sha256": digest}
+
+
+def _subset(source, count: int | None, seed: int):
+    return source if count is None or count >= len(source) else SubsetSource(source, count, seed)
+
+
+def open_streamed_sources(config: TrainConfig, layout: str):
+    if config.classes is not None:
+        raise ValueError(f"classes= selects classes of in-memory datasets only; the {layout} layout streams every class it finds")
+    if layout == "imagenet":
+        train_source, test_source = open_image_tree(config.dataset)
+    else:
+        from ..data.shards import open_shards
+
+        train_source, test_source = open_shards(config.dataset)
+    check_enough_classes(train_source.classes)
+    return _subset(train_source, config.train_subset, config.seed), _subset(test_source, config.test_subset, config.seed)
+
+
+@dataclass
+class RunData:
+    """Sources, normalisation and input shape of a run; builds its training and evaluation batches."""
+
+    config: TrainConfig
+    layout: str
+    train: object  # a source (data/sources.py)
+    test: object
+    normalization: Normalization
+    image_shape: tuple[int, int, int]  # (C, H, W) the model takes
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.train.classes
+
+    @property
+    def streamed(self) -> bool:
+        return self.layout in STREAMED_LAYOUTS
+
+    def training_batches(self, plan: BatchPlan, start_step: int, total_steps: int, device: torch.device):
+        config = self.config
+        if not self.streamed:
+            return InMemoryTrainingBatches(self.train.dataset, self.normalization, config.augment_config(), plan, start_step, total_steps, device)
+        transform = train_transform(
+            config.image_size, self.normalization.mean, self.normalization.std, tuple(config.crop_scale), config.randaugment, config.random_erasing
+        )
+        return StreamedTrainingBatches(self.train, transform, plan, start_step, total_steps, config.workers, pin_memory=device.type == "cuda")
+
+    def evaluation_batches(self, device: torch.device):
+        """A fresh iterable over the evaluation set per call (a streamed one keeps its workers)."""
+        config = self.config
+        if not self.streamed:
+            return dataset_batches(self.test.dataset, self.normalization, config.eval_batch_size)
+        if not hasattr(self, "_eval_batches"):
+            transform = eval_transform(config.image_size, self.normalization.mean, self.normalization.std, config.crop_pct)
+            self._eval_batches = EvalBatches(self.test, transform, config.eval_batch_size, config.workers, pin_memory=device.type == "cuda")
+        return self._eval_batches
+
+
+# The batched augmentation's settings that also apply to streamed data: the others are in-memory only.
+BATCH_MIXING = {"mixup_alpha", "cutmix_alpha"}
+
+
+def open_run_data(config: TrainConfig) -> RunData:
+    layout = resolve_layout(config)
+    if layout in STREAMED_LAYOUTS:
+        in_memory_only = sorted(set(config.augment) - BATCH_MIXING)
+        if in_memory_only:
+            raise ValueError(
+                f"augment settings {in_memory_only} apply to in-memory datasets only; the {layout} layout is augmented by "
+                "crop_scale, randaugment and random_erasing (augment keeps mixup_alpha and cutmix_alpha)"
+            )
+        train_source, test_source = open_streamed_sources(config, layout)
+        image_shape = (3, config.image_size, config.image_size)
+    else:
+        train_set, test_set = load_datasets(config)
+        train_source, test_source = InMemorySource(train_set), InMemorySource(test_set)
+        image_shape = train_set.image_shape
+    normalization = run_normalization(config, train_source, image_shape[0])
+    return RunData(config, layout, train_source, test_source, normalization, image_shape)
+
+
+def run_normalization(config: TrainConfig, train_source, channels: int) -> Normalization:
+    """Fixed statistics ("inception", "imagenet") or those of a seeded random sample of the training set ("dataset")."""
+    if config.normalization in NORMALIZATIONS:
+        mean, std = NORMALIZATIONS[config.normalization]
+        if channels != len(mean):
+            raise ValueError(f"normalization {config.normalization!r} is for {len(mean)}-channel images, but the data has {channels}; use normalization='dataset'")
+        return Normalization(mean, std)
+    if not train_source.streamed:
+        return dataset_normalization(train_source.dataset, config.seed)
+    transform = unnormalized_eval_transform(config.image_size, config.crop_pct)
+    picks = torch.randperm(len(train_source), generator=torch.Generator().manual_seed(config.seed))[:STATISTICS_SAMPLE]
+    images = []
+    for index in picks.tolist():
+        try:
+            images.append(transform(train_source.read(index)))
+        except CorruptImage:
+            continue  # counted and replaced when training reads it
+    pixels = torch.stack(images).transpose(0, 1).flatten(1)
+    mean, std = pixels.mean(dim=1), pixels.std(dim=1)
+    return Normalization(tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-4), 4) for v in std.tolist()))
