@@ -126,8 +126,8 @@ def _one_thread_per_worker(_: int) -> None:
 def check_workers(workers: int, cores: int) -> None:
     if workers > cores:
         raise ValueError(
-            f"workers={workers} data-loading processes, but this process may use {cores} core(s) "
-            f"(its share under torchrun); more workers than cores only compete with training. Use workers <= {cores}"
+            f"workers={workers} data-loading processes, but this machine lets the process run on {cores} core(s); "
+            f"more workers than cores cannot run at once and only compete with training. Use workers <= {cores}"
         )
 
 

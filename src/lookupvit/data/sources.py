@@ -14,6 +14,7 @@ workers then share those pages instead of copying them as reference counts chang
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -29,16 +30,21 @@ class CorruptImage(ValueError):
     """An image whose bytes do not decode; the loader counts it and reads a replacement."""
 
 
-def decode_image(data: bytes | np.ndarray, channels: int, where: str) -> Tensor:
-    """Encoded bytes (JPEG, PNG, WebP, GIF) as uint8 (channels, H, W), through torchvision's decoders."""
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_image as torchvision_decode
+def decode_image(data: bytes, channels: int, where: str) -> Tensor:
+    """Encoded bytes (JPEG, PNG, WebP, ...) as uint8 (channels, H, W), decoded by Pillow.
 
-    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
+    Pillow rather than torchvision.io: torchvision 0.29 deprecates its decoders in favour of
+    TorchCodec, and Pillow's wheels decode JPEG with libjpeg-turbo too.
+    """
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        return torchvision_decode(buffer, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as error:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise CorruptImage(f"{where} does not decode as an image ({str(error).splitlines()[0][:120]})") from None
+    tensor = torch.from_numpy(pixels.copy())
+    return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
 
 
 class InMemorySource:

@@ -33,7 +33,7 @@ from ..layers import global_batch_rows
 from ..models import LookupViT
 from ..models.registry import create_model
 from ..models.serialization import save_model
-from ..runtime import automatic_threads, compile_model, configure_threads, pick_device
+from ..runtime import available_cores, compile_model, configure_threads, pick_device
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_model_settings, config_json
 from .data import RunData, open_run_data
@@ -207,7 +207,7 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if config.ema_decay > 0 else None
         self.optimizer = build_optimizer(self.model, config)
         if self.data.streamed:
-            check_workers(config.workers, automatic_threads())
+            check_workers(config.workers, available_cores())
         local_batch = local_batch_size(config, self.info.world_size)
         self.plan = BatchPlan(len(self.data.train), config.batch_size, local_batch, config.accum_steps, self.info.world_size, self.info.rank, config.seed)
         self.steps_per_epoch = self.plan.steps_per_epoch
@@ -331,6 +331,7 @@ class Trainer:
             "grid": list(grid) if grid else None,
             "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
             "images_per_s": round(images_per_s, 1),
+            "replaced_images": self.replaced_images,  # corrupt images replaced since this invocation started
         }
         self.metrics.write(record)
         self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{images_per_s:.0f}")
