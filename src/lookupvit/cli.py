@@ -271,6 +271,18 @@ def cmd_attention(args: argparse.Namespace) -> None:
     print(f"attention maps: {args.out}")
 
 
+def cmd_shards(args: argparse.Namespace) -> None:
+    import shlex
+
+    from .data.shards import write_shards
+
+    summary = write_shards(args.tree, args.out, args.images_per_shard, args.seed)
+    for split in ("train", "val"):
+        print(f"{split}: {summary[split]['images']} images in {summary[split]['shards']} shards")
+    print(f"{summary['classes']} classes, named in {Path(args.out) / 'classes.txt'}")
+    print(f"train on them with: lookupvit train --config <config.toml> --set {shlex.quote(f'dataset={args.out}')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookupvit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -358,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--out", default="attention.png")
     attention.add_argument("--device", default="auto")
     attention.set_defaults(func=cmd_attention)
+
+    shards = commands.add_parser("shards", help="write an ImageNet-style tree as tar shards (WebDataset layout) for training")
+    shards.add_argument("tree", help="root/train/<class>/<image> and root/val/<class>/<image>")
+    shards.add_argument("out", help="a new or empty folder for train-*.tar, val-*.tar and classes.txt")
+    shards.add_argument("--images-per-shard", type=positive_int, default=1000)
+    shards.add_argument("--seed", type=non_negative_int, default=0, help="seed of the order of the samples in the shards")
+    shards.set_defaults(func=cmd_shards)
     return parser
 
 

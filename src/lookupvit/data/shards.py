@@ -1,0 +1,395 @@
+"""Tar shards in the WebDataset layout: writing them from an ImageNet-style tree, reading them by index.
+
+Layout of a shard folder (what `write_shards` writes and `open_shards` reads):
+
+    OUT/classes.txt          one class name per line; line i names label i (optional for reading)
+    OUT/train-000000.tar     samples of the training split, in a seeded random order
+    OUT/train-000001.tar     ...
+    OUT/val-000000.tar       samples of the validation split
+
+Each sample is a run of consecutive tar members sharing a key (the member name up to the first
+dot of its base name): `<key>.jpg` (or .jpeg, .png, .webp, .gif) holding the image file's original
+encoded bytes, and `<key>.cls` holding its class index as ASCII text. Other members of a sample
+(.json, .txt, ...) are ignored. This is the layout of https://github.com/webdataset/webdataset,
+but read here with Python's tarfile only.
+
+Why random access rather than streaming the tars in order: the training order (data/loader.py)
+is a seeded permutation of the whole training set, and step s of a run reads rows s*B.. of it,
+split among K ranks x W DataLoader workers. Reading sample i wherever it lies in whichever shard
+gives exactly the batches of one process, and lets a resumed run start at its step without
+re-reading the epoch. So `ShardSource` scans the tar headers once at open, keeps (shard, byte
+offset, size) of every image member, and `read(i)` seeks there. The shards are uncompressed tars
+(seeking needs that); the images inside are already compressed.
+
+The writer shuffles each split before cutting it into shards, so any one shard mixes classes
+(streaming readers that read shard by shard rely on that; it costs this reader nothing).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import io
+import os
+import shlex
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from ..files import atomic_write
+from .folders import IMAGE_SUFFIXES
+from .sources import ImageTreeSource, decode_image, open_image_tree
+
+# Image members the reader recognises: the image folders' suffixes, all of which Pillow decodes.
+IMAGE_EXTENSIONS = tuple(sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES))
+LABEL_EXTENSION = "cls"
+CLASSES_FILE = "classes.txt"
+SPLITS = ("train", "val")
+# Open shard files one process keeps at most: W workers x thousands of shards would exceed the
+# usual limit of 1024 open files, and reopening a shard costs little next to decoding a JPEG.
+OPEN_SHARDS = 64
+# A tar archive ends with two zero blocks; a file cut anywhere before them lacks them.
+END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def write_again_hint(root: Path) -> str:
+    return f"write them with `lookupvit shards TREE {shlex.quote(str(root))}`"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_shards(
+    root: str | os.PathLike, out: str | os.PathLike, images_per_shard: int = 1000, seed: int = 0, progress: bool = True
+) -> dict:
+    """Write the train and val splits of the tree `root` as shards in `out` (a new or empty folder).
+
+    Refuses a non-empty `out`: an earlier or interrupted run's shards could otherwise mix with
+    these under the same names. Each shard is written to a temporary name and renamed when
+    complete, and classes.txt is written last, so a folder without classes.txt is an unfinished
+    run. Returns {"classes": n, "train": {"images": n, "shards": k}, "val": {...}}.
+    """
+    if images_per_shard < 1:
+        raise ValueError(f"images_per_shard must be a positive whole number, got {images_per_shard}")
+    train, val = open_image_tree(root)
+    out = Path(out)
+    refuse_non_empty(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"classes": len(train.classes)}
+    with tqdm(total=len(train) + len(val), desc="shards", unit="image", disable=not progress) as bar:
+        for split, source in zip(SPLITS, (train, val)):
+            order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(source))
+            summary[split] = {"images": len(source), "shards": write_split(source, split, order, out, images_per_shard, bar)}
+    atomic_write(out / CLASSES_FILE, lambda tmp: Path(tmp).write_text("".join(f"{name}\n" for name in train.classes)))
+    return summary
+
+
+def write_split(source: ImageTreeSource, split: str, order: np.ndarray, out: Path, images_per_shard: int, bar) -> int:
+    """Write the samples of `source` in `order` as out/<split>-000000.tar, ...; return how many shards."""
+    starts = range(0, len(order), images_per_shard)
+    for number, first in enumerate(starts):
+        chunk = order[first : first + images_per_shard]
+        atomic_write(
+            out / shard_name(split, number),
+            functools.partial(write_shard, source=source, split=split, first=first, indices=chunk),
+        )
+        bar.update(len(chunk))
+    return len(starts)
+
+
+def refuse_non_empty(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; give a new or empty folder for the shards")
+    if out.is_dir():
+        entries = sorted(entry.name for entry in out.iterdir())
+        if entries:
+            raise ValueError(
+                f"{out} is not empty ({len(entries)} entries, e.g. {entries[0]}); shards are written only into a new or empty "
+                "folder, so that an earlier or interrupted run's shards cannot mix with these: remove it or choose another folder"
+            )
+
+
+def write_shard(path: str, source: ImageTreeSource, split: str, first: int, indices: np.ndarray) -> None:
+    """One tar of samples `<split><position>.<ext>` + `.cls`, positions first, first+1, ... in the split's order."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for position, index in enumerate(indices.tolist(), start=first):
+            image_path = source.root / source.split / source.paths[index].decode()
+            key = f"{split}{position:08d}"
+            extension = image_path.suffix.lower().lstrip(".")
+            add_member(tar, f"{key}.{extension}", image_path.read_bytes())
+            add_member(tar, f"{key}.{LABEL_EXTENSION}", str(int(source.labels[index])).encode())
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    # Fixed times and owners: the same tree and seed give byte-identical shards.
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class ShardIndex:
+    """Where every sample of one split lies, one entry per sample in numpy arrays (shared by forked workers)."""
+
+    shard_names: list[str]
+    shard_sizes: list[int]
+    shard: np.ndarray  # int32: which shard (index into shard_names)
+    offset: np.ndarray  # int64: byte offset of the image member's data in its shard
+    size: np.ndarray  # int64: its length in bytes
+    extension: np.ndarray  # uint8: index into IMAGE_EXTENSIONS
+    key: np.ndarray  # bytes, one fixed-width buffer
+    label: np.ndarray  # int64
+
+    @classmethod
+    def scan(cls, paths: list[Path]) -> ShardIndex:
+        """Read the headers of every shard, one after the other.
+
+        Each shard's samples become arrays at once, so opening a million samples never holds a
+        million Python objects (which the allocator may keep after they are freed).
+        """
+        columns: list[tuple] = []
+        for number, path in enumerate(paths):
+            samples = scan_shard(path)  # (key, offset, size, extension, label) per sample
+            keys, offsets, sizes, extensions, labels = zip(*samples) if samples else ((),) * 5
+            columns.append(
+                (
+                    np.full(len(samples), number, dtype=np.int32),
+                    np.array(offsets, dtype=np.int64),
+                    np.array(sizes, dtype=np.int64),
+                    np.array(extensions, dtype=np.uint8),
+                    np.array(keys, dtype=np.bytes_),
+                    np.array(labels, dtype=np.int64),
+                )
+            )
+        shard, offset, size, extension, key, label = (np.concatenate(column) for column in zip(*columns))
+        return cls(
+            [path.name for path in paths], [path.stat().st_size for path in paths], shard, offset, size, extension, key, label
+        )
+
+
+class ShardSource:
+    """The samples of root/<split>-*.tar (sorted by name), read by index; the interface of ImageTreeSource."""
+
+    streamed = True
+
+    def __init__(self, root: str | os.PathLike, split: str, classes: tuple[str, ...] | None = None, channels: int = 3):
+        self.root, self.split, self.channels = Path(root), split, channels
+        paths = sorted(self.root.glob(f"{split}-*.tar"))
+        if not paths:
+            raise FileNotFoundError(f"no {split}-*.tar shards in {self.root}; {write_again_hint(self.root)}")
+        self.index = ShardIndex.scan(paths)
+        if len(self.index.label) == 0:
+            raise ValueError(
+                f"the {split} shards in {self.root} ({paths[0].name} ...) hold no samples; {write_again_hint(self.root)}"
+            )
+        if classes is None:
+            classes = read_classes(self.root)
+        if classes is None:
+            classes = tuple(str(label) for label in range(int(self.index.label.max()) + 1))
+        check_labels(self.index, classes, self.root)
+        self.classes = tuple(classes)
+        self.labels = torch.from_numpy(self.index.label)
+        self._files: collections.OrderedDict = collections.OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.index.label)
+
+    def read(self, index: int) -> Tensor:
+        shard = int(self.index.shard[index])
+        handle = self._open(shard)
+        handle.seek(int(self.index.offset[index]))
+        data = handle.read(int(self.index.size[index]))
+        where = f"sample {self.index.key[index].decode()}.{IMAGE_EXTENSIONS[self.index.extension[index]]} of shard {self._path(shard)}"
+        return decode_image(data, self.channels, where)
+
+    def _path(self, shard: int) -> Path:
+        return self.root / self.index.shard_names[shard]
+
+    def _open(self, shard: int):
+        """This process's open file of a shard. A forked worker opens its own: an inherited file
+        would share its read position with the parent and the other workers."""
+        if self._pid != os.getpid():
+            self._files, self._pid = collections.OrderedDict(), os.getpid()
+        if shard in self._files:
+            self._files.move_to_end(shard)
+        else:
+            if len(self._files) >= OPEN_SHARDS:
+                self._files.popitem(last=False)[1].close()
+            self._files[shard] = open(self._path(shard), "rb", buffering=0)  # noqa: SIM115 (kept open across reads)
+        return self._files[shard]
+
+    def __getstate__(self) -> dict:
+        # Spawned workers get a pickled copy: open files do not pickle, and each process opens its own.
+        return {**self.__dict__, "_files": collections.OrderedDict()}
+
+    def fingerprint(self) -> dict:
+        """Class names, size and a hash of shard names and sizes and every sample's place and label (no image is read)."""
+        digest = hashlib.sha256()
+        for name, size in zip(self.index.shard_names, self.index.shard_sizes):
+            digest.update(f"{name}\0{size}\n".encode())
+        for array in (self.index.shard, self.index.offset, self.index.size, self.index.label):
+            digest.update(array.tobytes())
+        return {"classes": list(self.classes), "images": len(self), "sha256": digest.hexdigest()}
+
+
+def open_shards(root: str | os.PathLike, channels: int = 3) -> tuple[ShardSource, ShardSource]:
+    """The train and val splits of a shard folder; their class lists must be identical."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"shard folder {root} does not exist; {write_again_hint(root)}")
+    missing = [split for split in SPLITS if not any(root.glob(f"{split}-*.tar"))]
+    if missing:
+        raise FileNotFoundError(
+            f"no {' and no '.join(f'{split}-*.tar' for split in missing)} shards in {root}; {write_again_hint(root)}"
+        )
+    train, val = ShardSource(root, "train", channels=channels), ShardSource(root, "val", channels=channels)
+    if train.classes != val.classes:
+        raise ValueError(
+            f"the train shards in {root} have labels 0..{len(train.classes) - 1} but the val shards 0..{len(val.classes) - 1}; "
+            f"without {root / CLASSES_FILE} the class list is read from the labels, so both splits need the same highest label: "
+            f"add {CLASSES_FILE} (one class name per line, line i naming label i) or write the shards again"
+        )
+    return train, val
+
+
+def read_classes(root: Path) -> tuple[str, ...] | None:
+    """The class names of root/classes.txt, line i naming label i; None without the file."""
+    path = root / CLASSES_FILE
+    if not path.is_file():
+        return None
+    names = path.read_text(encoding="utf-8").splitlines()
+    while names and not names[-1].strip():
+        names.pop()  # blank lines at the end, as editors leave them
+    if not names:
+        raise ValueError(
+            f"{path} is empty; it should name one class per line (line i naming label i), or remove it to name classes 0, 1, ..."
+        )
+    for line, name in enumerate(names, start=1):
+        if not name.strip():
+            raise ValueError(f"line {line} of {path} is blank; it should name one class per line (line i naming label i)")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{path} names {duplicates[:5]} more than once; each line should name a different class")
+    return tuple(names)
+
+
+def check_labels(index: ShardIndex, classes: tuple[str, ...], root: Path) -> None:
+    outside = np.flatnonzero((index.label < 0) | (index.label >= len(classes)))
+    if len(outside):
+        first = outside[0]
+        classes_from = root / CLASSES_FILE if (root / CLASSES_FILE).is_file() else "the class list"
+        raise ValueError(
+            f"sample {index.key[first].decode()} of shard {root / index.shard_names[index.shard[first]]} has class {index.label[first]}, "
+            f"but {classes_from} names {len(classes)} classes (0..{len(classes) - 1}); {len(outside)} sample(s) are outside it. "
+            f"Write the shards again, or fix {CLASSES_FILE}"
+        )
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """'dir/n0001.seg.png' -> ('dir/n0001', 'seg.png'): WebDataset's key is the name up to the base name's first dot."""
+    folder, _, base = name.rpartition("/")
+    stem, _, extension = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), extension.lower()
+
+
+def truncated(path: Path, reason: str) -> ValueError:
+    return ValueError(
+        f"shard {path} is truncated or not an uncompressed tar archive ({reason}); write it again with `lookupvit shards TREE {shlex.quote(str(path.parent))}`"
+    )
+
+
+def scan_shard(path: Path) -> list[tuple[bytes, int, int, int, int]]:
+    """(key, image offset, image size, extension index, label) of each sample of a shard, from its tar headers and .cls members."""
+    file_size = path.stat().st_size
+    samples: list[tuple[bytes, int, int, int, int]] = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            sample = SampleMembers(path, key=None)
+            while (member := tar.next()) is not None:
+                tar.members = []  # tarfile keeps every header it read; a million of them are not needed
+                if not member.isfile():
+                    continue
+                if member.offset_data + member.size > file_size:
+                    raise truncated(path, f"member {member.name} runs past the end of the file at byte {file_size}")
+                key, extension = split_member_name(member.name)
+                if key != sample.key:
+                    sample.add_to(samples)
+                    sample = SampleMembers(path, key)
+                sample.add_member(tar, member, extension)
+            sample.add_to(samples)
+            end = tar.offset  # where the end-of-archive marker should start
+    except tarfile.TarError as error:
+        raise truncated(path, str(error) or type(error).__name__) from None
+    # tarfile stops quietly at a header cut short or at the end of the file, so a file cut
+    # between two members reads as a shorter archive: only the missing end marker shows it.
+    with open(path, "rb") as handle:
+        handle.seek(end)
+        if handle.read(len(END_OF_ARCHIVE)) != END_OF_ARCHIVE:
+            raise truncated(path, f"no end-of-archive marker after the last complete member, at byte {end} of {file_size}")
+    return samples
+
+
+class SampleMembers:
+    """The members of one sample met so far while scanning: its image's place and its label."""
+
+    def __init__(self, path: Path, key: str | None):
+        self.path, self.key = path, key
+        self.image: tuple[int, int, int, str] | None = None  # offset, size, extension index, member name
+        self.label: int | None = None
+        self.extensions: list[str] = []
+
+    def add_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, extension: str) -> None:
+        self.extensions.append(extension)
+        if extension in IMAGE_EXTENSIONS:
+            if self.image is not None:
+                raise ValueError(
+                    f"sample {self.key} of shard {self.path} has two images ({self.image[3]} and {member.name}); each sample holds one"
+                )
+            self.image = (member.offset_data, member.size, IMAGE_EXTENSIONS.index(extension), member.name)
+        elif extension == LABEL_EXTENSION:
+            if self.label is not None:
+                raise ValueError(
+                    f"sample {self.key} of shard {self.path} has two .cls members; each sample holds one class index"
+                )
+            self.label = parse_label(tar.extractfile(member).read(), self.key, self.path)
+
+    def add_to(self, samples: list) -> None:
+        if self.key is None:  # before the first member
+            return
+        if self.image is None:
+            raise ValueError(
+                f"sample {self.key} of shard {self.path} has no image member (members: {', '.join('.' + e for e in self.extensions)}; "
+                f"expected one of {', '.join('.' + e for e in IMAGE_EXTENSIONS)}); write the shard again"
+            )
+        if self.label is None:
+            raise ValueError(
+                f"sample {self.key} of shard {self.path} has no .cls member (its class index as text); write the shard again"
+            )
+        offset, size, extension, _ = self.image
+        samples.append((self.key.encode(), offset, size, extension, self.label))
+
+
+def parse_label(data: bytes, key: str, path: Path) -> int:
+    # Digits only: int() alone would also take "1_0" or "+3", which no writer means as a class index.
+    text = data.decode("ascii", errors="replace").strip()
+    if text.removeprefix("-").isdigit():
+        return int(text)
+    raise ValueError(
+        f"the .cls member of sample {key} in shard {path} holds {data[:40]!r}, not a class index (a whole number as text); write the shard again"
+    )
