@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# constraints pin torch to the CPU build: an unpinned torch would pull a multi-GB CUDA build
+	# constraints pin torch and its matching torchvision: an unpinned torch would pull another multi-GB build
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 

@@ -152,7 +152,7 @@ def dtype_label(dtype: torch.dtype, cast_weights: bool = False) -> str:
     return str(dtype).removeprefix("torch.") + (" weights" if cast_weights else "")
 
 
-def _rows(mode: str, image_size: int, dtype: str, batch: int, found: list[Contender], times: dict[str, float], peak: float, passes: int) -> Iterator[Row]:
+def timing_rows(mode: str, image_size: int, dtype: str, batch: int, found: list[Contender], times: dict[str, float], peak: float, passes: int) -> Iterator[Row]:
     vit = found[0]
     for contender in found:
         seconds = times[contender.label]
@@ -208,7 +208,7 @@ def inference_rows(
     # machine: up to 5x the calls, which still costs less time than batch 16's.
     calls = reps * min(5, max(1, 16 // batch))
     times = median_times({c.label: forward(c) for c in found}, device, calls)
-    yield from _rows("inference", image_size, dtype_label(dtype, cast_weights), batch, found, times, peak, passes=1)
+    yield from timing_rows("inference", image_size, dtype_label(dtype, cast_weights), batch, found, times, peak, passes=1)
 
 
 def training_step(model: nn.Module, grid: int | None, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -230,7 +230,7 @@ def training_step(model: nn.Module, grid: int | None, device: torch.device, dtyp
     return step
 
 
-def _random_batch(batch: int, image_size: int, model: nn.Module, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(batch: int, image_size: int, model: nn.Module, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.randn(batch, model.config.in_chans, image_size, image_size, device=device)
     num_classes = model.config.num_classes
     return images, F.one_hot(torch.arange(batch, device=device) % num_classes, num_classes).float()
@@ -243,7 +243,7 @@ def training_rows(
 
     FLOPs and MFU count the useful 3x forward, not the recomputed forward, so MFU shows the cost.
     """
-    images, targets = _random_batch(batch, image_size, found[0].model, device)
+    images, targets = random_batch(batch, image_size, found[0].model, device)
     calls = {}
     for contender in found:
         step = training_step(contender.model.train(), contender.grid, device, dtype)
@@ -255,7 +255,7 @@ def training_rows(
     finally:
         for contender in found:
             contender.model.set_grad_checkpointing(False)
-    yield from _rows("train step, grad ckpt" if grad_checkpointing else "train step", image_size, dtype_label(dtype), batch, found, times, peak, passes=3)
+    yield from timing_rows("train step, grad ckpt" if grad_checkpointing else "train step", image_size, dtype_label(dtype), batch, found, times, peak, passes=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,10 +302,10 @@ def _peak_training_memory_child(
     step = training_step(model, grid, device, dtype)
     # A batch of one first creates AdamW's state cheaply, so the measured step holds weights,
     # gradients, optimizer state and activations at once, as every later step of a run does.
-    step(*_random_batch(1, image_size, model, device))
+    step(*random_batch(1, image_size, model, device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step(*_random_batch(batch, image_size, model, device))
+    step(*random_batch(batch, image_size, model, device))
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) if tensors_only else torch.cuda.max_memory_reserved(device)
     return _status_bytes("VmHWM") - baseline
