@@ -164,3 +164,16 @@ def test_imagenet_recipes_dry_run_on_a_tree_of_real_224_px_images(config, tmp_pa
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 3 and all(loss == loss and loss > 0 for loss in losses)
     assert (run / "best.safetensors").is_file()
+
+
+def test_eval_command_streams_a_trees_val_split_and_checks_its_classes(tree, tmp_path, capsys):
+    from lookupvit.cli import main
+
+    run = train(streamed_config(tree, tmp_path / "run", "epochs=1"), quiet=True)
+    model = str(run / "best.safetensors")
+    assert main(["eval", model, "--data", str(tree), "--grid", "2", "3", "--workers", "1", "--batch-size", "5"]) == 0
+    table = capsys.readouterr().out
+    assert "| 2x2 |" in table and "| 3x3 |" in table
+    other = write_tree(tmp_path / "other", {"val": 2}, classes=["trouser", "shirt"])
+    assert main(["eval", model, "--data", str(other)]) == 2
+    assert "labels would not mean the same class" in capsys.readouterr().err

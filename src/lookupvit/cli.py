@@ -210,8 +210,6 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .data import check_class_names, load_fashion_mnist, load_image_folder
-    from .data.loader import dataset_batches
     from .evaluation.accuracy import evaluate, format_table
     from .evaluation.visualize import plot_accuracy_vs_flops
     from .training.report import load_trained
@@ -222,19 +220,35 @@ def cmd_eval(args: argparse.Namespace) -> None:
     dtype, cast_weights = parse_precision(args.dtype)
     if cast_weights:
         model.to(dtype)
-    if args.data == "fashion-mnist":
-        dataset = load_fashion_mnist("test", args.data_root)
-    else:
-        dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
-    check_class_names(classes, dataset.classes, f"the model file {args.model}", f"the data {args.data}")
-    grids = args.grid or [None]
-    batches = dataset_batches(dataset.subset(args.limit), normalization, args.batch_size)
-    rows = evaluate(model, batches, grids, device, amp=dtype == torch.bfloat16 and not cast_weights)
+    batches = evaluation_batches(args, model, normalization, classes)
+    rows = evaluate(model, batches, args.grid or [None], device, amp=dtype == torch.bfloat16 and not cast_weights)
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if args.plot:
         plot_accuracy_vs_flops(rows, args.plot, f"{Path(args.model).name} on {args.data}")
+
+
+def evaluation_batches(args: argparse.Namespace, model, normalization, classes: list[str]):
+    """`--data`: Fashion-MNIST's test split, an ImageNet-style tree's val/ (streamed, resized and centre-cropped), or class folders."""
+    from .data import check_class_names, load_fashion_mnist, load_image_folder
+    from .data.loader import EvalBatches, dataset_batches
+    from .data.sources import ImageTreeSource, SubsetSource
+    from .data.transforms import eval_transform
+
+    if args.data != "fashion-mnist" and (Path(args.data) / "val").is_dir():
+        source = ImageTreeSource(args.data, "val", model.config.in_chans)
+        check_class_names(classes, source.classes, f"the model file {args.model}", f"the data {args.data}/val")
+        if args.limit:
+            source = SubsetSource(source, args.limit, seed=0)
+        transform = eval_transform(model.config.img_size[0], normalization.mean, normalization.std, args.crop_pct)
+        return EvalBatches(source, transform, args.batch_size, args.workers)
+    if args.data == "fashion-mnist":
+        dataset = load_fashion_mnist("test", args.data_root)
+    else:
+        dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
+    check_class_names(classes, dataset.classes, f"the model file {args.model}", f"the data {args.data}")
+    return dataset_batches(dataset.subset(args.limit), normalization, args.batch_size)
 
 
 def _load_image(path: str, model) -> torch.Tensor:
@@ -341,7 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="top-1/top-5 of every head at every grid, with FLOPs")
     evaluate.add_argument("model", help="a .safetensors model file written by training")
-    evaluate.add_argument("--data", default="fashion-mnist", help="fashion-mnist or an image folder root/<class>/<image>")
+    evaluate.add_argument(
+        "--data", default="fashion-mnist", help="fashion-mnist, an ImageNet-style tree (its val/ split, streamed) or an image folder root/<class>/<image>"
+    )
+    evaluate.add_argument("--workers", type=non_negative_int, default=0, help="decoding processes for a streamed tree (0: in this process)")
+    evaluate.add_argument("--crop-pct", type=float, default=0.875, help="streamed tree: resize the short side to size / crop-pct, then centre-crop")
     evaluate.add_argument("--data-root", help="folder holding the Fashion-MNIST files")
     evaluate.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids (default: the model's)")
     evaluate.add_argument("--batch-size", type=positive_int, default=500)

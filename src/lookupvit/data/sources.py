@@ -117,3 +117,24 @@ def open_image_tree(root: str | os.PathLike, channels: int = 3) -> tuple[ImageTr
     train, val = ImageTreeSource(root, "train", channels), ImageTreeSource(root, "val", channels)
     check_class_names(train.classes, val.classes, f"{root}/train", f"{root}/val")
     return train, val
+
+
+class SubsetSource:
+    """A seeded random subset of a streamed source (train_subset / test_subset)."""
+
+    streamed = True
+
+    def __init__(self, source, count: int, seed: int):
+        self.source = source
+        self.indices = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        self.classes, self.labels = source.classes, source.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, index: int) -> Tensor:
+        return self.source.read(int(self.indices[index]))
+
+    def fingerprint(self) -> dict:
+        digest = hashlib.sha256(self.indices.numpy().tobytes()).hexdigest()
+        return {**self.source.fingerprint(), "images": len(self), "subset_sha256": digest}

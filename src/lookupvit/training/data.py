@@ -10,16 +10,14 @@ Layouts (`layout`, "auto" picks by what is on disk):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from ..data import ImageDataset, Normalization, check_class_names, dataset_normalization, load_fashion_mnist, load_image_folder
 from ..data.loader import BatchPlan, EvalBatches, InMemoryTrainingBatches, StreamedTrainingBatches, dataset_batches
-from ..data.sources import CorruptImage, InMemorySource, open_image_tree
+from ..data.sources import CorruptImage, InMemorySource, SubsetSource, open_image_tree
 from ..data.transforms import NORMALIZATIONS, eval_transform, train_transform, unnormalized_eval_transform
 from .config import TrainConfig
 
@@ -64,27 +62,6 @@ def check_enough_classes(classes: tuple[str, ...]) -> None:
             f"the training data has {len(classes)} class ({list(classes)}); a classifier needs at least 2 "
             "(an image folder needs one sub-folder per class)"
         )
-
-
-class SubsetSource:
-    """A seeded random subset of a streamed source (train_subset / test_subset)."""
-
-    streamed = True
-
-    def __init__(self, source, count: int, seed: int):
-        self.source = source
-        self.indices = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-        self.classes, self.labels = source.classes, source.labels[self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def read(self, index: int) -> Tensor:
-        return self.source.read(int(self.indices[index]))
-
-    def fingerprint(self) -> dict:
-        digest = hashlib.sha256(self.indices.numpy().tobytes()).hexdigest()
-        return {**self.source.fingerprint(), "images": len(self), "subset_sha256": digest}
 
 
 def _subset(source, count: int | None, seed: int):
