@@ -219,7 +219,7 @@ def test_a_corrupt_jpeg_reads_as_corrupt_and_the_loader_replaces_it(shards):
     with pytest.raises(CorruptImage, match=rf"sample train0000000{broken}.jpeg of shard .*train-000001.tar does not decode"):
         train.read(broken)
     images = TransformedImages(train, transform=lambda image: image, seed=0)
-    image, label, replaced = images[(0, broken)]
+    image, label, replaced, _ = images[(0, broken)]
     assert replaced == 1 and torch.equal(image, train.read(broken + 1)) and label == int(train.labels[broken + 1])
     assert images[(0, broken + 1)][2] == 0
 
@@ -257,6 +257,6 @@ def test_forked_workers_read_the_same_images(written):
     expected = [train.read(i) for i in range(len(train))]  # the parent now holds open shard files the workers inherit
     batches = [[(0, i) for i in range(start, len(train), 3)] for start in range(3)]
     loader = make_loader(TransformedImages(train, transform=lambda image: image, seed=0), batches, workers=2, pin_memory=False)
-    for batch, (images, labels, replaced) in zip(batches, loader):
+    for batch, (images, labels, replaced, _) in zip(batches, loader):
         assert replaced == 0 and labels.tolist() == [int(train.labels[i]) for _, i in batch]
         assert all(torch.equal(image, expected[i]) for image, (_, i) in zip(images, batch))

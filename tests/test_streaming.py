@@ -121,7 +121,7 @@ def test_a_corrupt_jpeg_is_replaced_and_counted(tree, tmp_path):
     source = ImageTreeSource(broken, "train")
     index = [i for i in range(len(source)) if source.paths[i].decode() == f"bag/{victim.name}"][0]
     images = TransformedImages(source, eval_transform(28, (0.5,) * 3, (0.5,) * 3), seed=0)
-    image, label, replaced = images[(0, index)]
+    image, label, replaced, _ = images[(0, index)]
     assert replaced == 1 and label == int(source.labels[index + 1]) and torch.equal(image, images[(0, index + 1)][0])
     run = train(streamed_config(broken, tmp_path / "run", "epochs=1"), quiet=True)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line]
@@ -148,6 +148,9 @@ def test_bad_trees_and_settings_are_refused_with_the_fix(tree, tmp_path):
         train(streamed_config(tree, tmp_path / "run", "augment={translate=0.1}"), quiet=True)
     with pytest.raises(ValueError, match=r"classes= selects classes of in-memory datasets only"):
         train(streamed_config(tree, tmp_path / "run", "classes=[0, 1]"), quiet=True)
+    in_memory = load_config(None, ["model=lookupvit_nano4", "randaugment='medium2'", "workers=2", f"out='{tmp_path / 'run'}'"])
+    with pytest.raises(ValueError, match=r"\['randaugment', 'workers'\] apply to streamed layouts \(imagenet, shards\) only"):
+        train(in_memory, quiet=True)
 
 
 @pytest.mark.parametrize("config", ["configs/imagenet1k-lookupvit-b16.toml", "configs/imagenet1k-vit-b16.toml"])

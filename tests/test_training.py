@@ -322,3 +322,12 @@ def test_label_spaces_that_do_not_line_up_are_refused(tmp_path):
         train(folder_config(tmp_path / "run", single, single), quiet=True)
     with pytest.raises(ValueError, match=r"at least 2"):
         train(tiny_config(tmp_path / "run", "classes=[3]"), quiet=True)
+
+
+def test_a_diverging_run_stops_before_non_finite_weights_are_saved(tmp_path):
+    run = tmp_path / "run"
+    # checkpoints every step: a non-finite step must stop the run before its weights are written
+    with pytest.raises(FloatingPointError, match=r"at step \d+; lower lr \(now 1e\+30\)"):
+        train(tiny_config(run, "lr=1e30", "checkpoint_every=1", "clip_grad_norm=0.0"), quiet=True)
+    state = load_checkpoint(run / CHECKPOINT)
+    assert all(torch.isfinite(value).all() for value in state["model"].values())

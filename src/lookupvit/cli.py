@@ -48,6 +48,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def crop_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -359,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default="fashion-mnist", help="fashion-mnist, an ImageNet-style tree (its val/ split, streamed) or an image folder root/<class>/<image>"
     )
     evaluate.add_argument("--workers", type=non_negative_int, default=0, help="decoding processes for a streamed tree (0: in this process)")
-    evaluate.add_argument("--crop-pct", type=float, default=0.875, help="streamed tree: resize the short side to size / crop-pct, then centre-crop")
+    evaluate.add_argument("--crop-pct", type=crop_fraction, default=0.875, help="streamed tree: resize the short side to size / crop-pct, then centre-crop")
     evaluate.add_argument("--data-root", help="folder holding the Fashion-MNIST files")
     evaluate.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids (default: the model's)")
     evaluate.add_argument("--batch-size", type=positive_int, default=500)

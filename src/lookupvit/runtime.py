@@ -56,6 +56,9 @@ def compile_model(model: nn.Module, num_grids: int = 1, backend: str = "inductor
     """
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.config.recompile_limit = max(limit, num_grids + 1)
+    # Inductor's own random numbers differ from eager's: with this, stochastic depth draws the same
+    # masks compiled or not, so compile stays an execution setting that a resumed run may change.
+    torch._inductor.config.fallback_random = True
     return torch.compile(model, backend=backend)
 
 

@@ -88,7 +88,7 @@ class StepBatchSampler:
 
 
 class TransformedImages(torch.utils.data.Dataset):
-    """source[(epoch, index)] -> (transformed image, label, 1 if the image was corrupt and replaced)."""
+    """source[(epoch, index)] -> (transformed image, label, 1 if the image was corrupt and replaced, index)."""
 
     def __init__(self, source, transform: Callable[[Tensor], Tensor], seed: int):
         self.source, self.transform, self.seed = source, transform, seed
@@ -96,7 +96,7 @@ class TransformedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int, int]:
         epoch, index = key
         replaced = 0
         for attempt in range(REPLACEMENT_TRIES):
@@ -111,12 +111,12 @@ class TransformedImages(torch.utils.data.Dataset):
         # Seeded by the requested index, so a replacement draws the transform the original would have.
         torch.manual_seed(sample_seed(self.seed, epoch, index))
         random.seed(sample_seed(self.seed, epoch, index))
-        return self.transform(image), int(self.source.labels[candidate]), replaced
+        return self.transform(image), int(self.source.labels[candidate]), replaced, index
 
 
-def collate(samples: list[tuple[Tensor, int, int]]) -> tuple[Tensor, Tensor, int]:
-    images, labels, replaced = zip(*samples)
-    return torch.stack(images), torch.tensor(labels), sum(replaced)
+def collate(samples: list[tuple[Tensor, int, int, int]]) -> tuple[Tensor, Tensor, int, Tensor]:
+    images, labels, replaced, indices = zip(*samples)
+    return torch.stack(images), torch.tensor(labels), sum(replaced), torch.tensor(indices)
 
 
 def _one_thread_per_worker(_: int) -> None:
@@ -186,7 +186,9 @@ class StreamedTrainingBatches:
         batches = iter(self.loader)
         for step in range(self.start_step, self.total_steps):
             for micro in range(self.plan.accum_steps):
-                images, labels, replaced = next(batches)
+                images, labels, replaced, indices = next(batches)
+                if not torch.equal(indices, self.plan.micro_batch(step, micro)[1]):
+                    raise RuntimeError(f"the loader delivered other images than the plan's for step {step}, micro-batch {micro}")
                 yield step, micro, images, labels, replaced
 
 
@@ -198,8 +200,7 @@ class EvalBatches:
         batches = [[(0, i) for i in indices[start : start + batch_size]] for start in range(0, len(indices), batch_size)]
         # Persistent: the same loader evaluates after every epoch without starting its workers again.
         self.loader = make_loader(TransformedImages(source, transform, seed=0), batches, workers, pin_memory, persistent=True)
-        self.num_images = len(source)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for images, labels, _ in self.loader:
+        for images, labels, _, _ in self.loader:
             yield images, labels

@@ -214,7 +214,13 @@ class ShardSource:
         shard = int(self.index.shard[index])
         handle = self._open(shard)
         handle.seek(int(self.index.offset[index]))
-        data = handle.read(int(self.index.size[index]))
+        size = int(self.index.size[index])
+        data = handle.read(size)
+        while len(data) < size:  # a raw read may return fewer bytes than asked (network file systems)
+            more = handle.read(size - len(data))
+            if not more:
+                break  # the file shrank since it was scanned: decoding reports it as corrupt
+            data += more
         where = f"sample {self.index.key[index].decode()}.{IMAGE_EXTENSIONS[self.index.extension[index]]} of shard {self._path(shard)}"
         return decode_image(data, self.channels, where)
 

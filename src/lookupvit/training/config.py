@@ -29,7 +29,7 @@ class TrainConfig:
     model: str = "lookupvit_nano2"
     model_args: dict = field(default_factory=dict)  # overrides of the registered variant, e.g. drop_path_rate
     # data
-    dataset: str = "fashion-mnist"  # or the path of a root/<class>/<image> folder
+    dataset: str = "fashion-mnist"  # or a folder: root/<class>/<image>, an ImageNet-style tree or shards (see `layout`)
     data_root: str | None = None
     download: bool = False
     image_size: int = 28  # for image folders; Fashion-MNIST is 28
@@ -50,7 +50,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.0  # 0 disables
     amp: str = "bf16"  # "bf16" autocast or "fp32"
-    compile: bool = False  # torch.compile the training step: one graph per grid in `grids`, compiled on first use
+    compile: bool = False  # torch.compile the training step: one graph per grid and micro-batch offset, compiled on first use
     grad_checkpointing: bool = False  # recompute each block in backward: less memory for about a third more time
     # LookupViT
     grids: list = field(default_factory=lambda: [2, 3, 4, 5, 6, 7])  # sampled uniformly per batch; one entry = fixed grid
@@ -213,7 +213,7 @@ FIELD_CHECKS: dict[str, Check] = {
     "compressed_loss_weight": NON_NEGATIVE,
     "lookup_loss_weight": NON_NEGATIVE,
     "augment": TABLE,
-    "seed": ("a whole number", is_whole),
+    "seed": ("a whole number with |seed| < 2**63", lambda value: is_whole(value) and abs(value) < 2**63),
     "out": TEXT,
     "checkpoint_every": whole_number(1),
     "log_every": whole_number(1),
@@ -256,6 +256,10 @@ def check_augment_values(augment: dict) -> None:
         check_value(f"augment.{name}", value, AUGMENT_CHECKS.get(name, default_check))
 
 
+# Model settings that training takes from the data (build_model_for in training/engine.py).
+DATA_MODEL_SETTINGS = {"num_classes", "img_size", "in_chans"}
+
+
 def check_model_name_and_args(model: str, model_args: dict) -> None:
     """A registered model, and model_args that are settings of it (their values are checked by check_model_settings)."""
     try:
@@ -266,6 +270,12 @@ def check_model_name_and_args(model: str, model_args: dict) -> None:
     unknown = sorted(set(model_args) - set(valid))
     if unknown:
         raise ValueError(f"model_args key(s) {unknown} are not settings of {model}; valid settings: {valid}")
+    from_data = sorted(set(model_args) & DATA_MODEL_SETTINGS)
+    if from_data:
+        raise ValueError(
+            f"model_args {from_data} come from the data (class folders, image size, channels) and cannot be set; "
+            "set image_size, or choose the data, instead"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,7 +289,7 @@ def run_image_size(config: TrainConfig) -> int:
 
 
 def run_model_config(config: TrainConfig) -> ViTConfig:
-    """The model config `train` will build (as train.build_model_for does), or a ValueError naming the settings."""
+    """The model config `train` will build (as training.engine.build_model_for does), or a ValueError naming the settings."""
     size = run_image_size(config)
     data_args: dict = {"img_size": (size, size)}
     if config.dataset == "fashion-mnist":
@@ -307,7 +317,7 @@ def check_grids_fit(key: str, grids: list, lookup_grid: tuple[int, int], model_t
 def check_model_settings(config: TrainConfig) -> None:
     """The run's model builds and every training grid fits its lookup grid; reads no data.
 
-    eval_grids larger than the lookup grid are skipped at evaluation (train.evaluation_grids), so
+    eval_grids larger than the lookup grid are skipped at evaluation (training.engine.evaluation_grids), so
     they are not checked here. ViT-like models have no compressed grid and ignore grids.
     """
     model = run_model_config(config)

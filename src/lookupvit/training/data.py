@@ -136,11 +136,29 @@ def open_run_data(config: TrainConfig) -> RunData:
         train_source, test_source = open_streamed_sources(config, layout)
         image_shape = (3, config.image_size, config.image_size)
     else:
+        check_no_streaming_settings(config, layout)
         train_set, test_set = load_datasets(config)
         train_source, test_source = InMemorySource(train_set), InMemorySource(test_set)
         image_shape = train_set.image_shape
     normalization = run_normalization(config, train_source, image_shape[0])
     return RunData(config, layout, train_source, test_source, normalization, image_shape)
+
+
+# Settings of streamed layouts only, at their defaults: in memory they would do nothing.
+STREAMING_DEFAULTS = {"workers": 0, "randaugment": "none", "random_erasing": 0.0, "crop_scale": [0.08, 1.0], "crop_pct": 0.875}
+
+
+def check_no_streaming_settings(config: TrainConfig, layout: str) -> None:
+    def value(key: str):
+        setting = getattr(config, key)
+        return list(setting) if isinstance(setting, tuple) else setting
+
+    changed = sorted(key for key, default in STREAMING_DEFAULTS.items() if value(key) != default)
+    if changed:
+        raise ValueError(
+            f"{changed} apply to streamed layouts (imagenet, shards) only; the {layout} data is in memory and augmented by "
+            "the augment settings. Remove them, or point dataset at an ImageNet-style tree or shards"
+        )
 
 
 def run_normalization(config: TrainConfig, train_source, channels: int) -> Normalization:
@@ -160,6 +178,8 @@ def run_normalization(config: TrainConfig, train_source, channels: int) -> Norma
             images.append(transform(train_source.read(index)))
         except CorruptImage:
             continue  # counted and replaced when training reads it
+    if not images:
+        raise ValueError(f"none of {len(picks)} sampled training images decodes; the training data is damaged")
     pixels = torch.stack(images).transpose(0, 1).flatten(1)
     mean, std = pixels.mean(dim=1), pixels.std(dim=1)
     return Normalization(tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-4), 4) for v in std.tolist()))

@@ -288,18 +288,33 @@ class Trainer:
         loss = 0.0
         for micro in range(config.accum_steps):
             batch_step, batch_micro, images, labels, replaced = next(batches)
-            assert (batch_step, batch_micro) == (step, micro), "the batch iterator ran out of step with the training loop"
+            if (batch_step, batch_micro) != (step, micro):
+                raise RuntimeError(f"the training batches reached step {batch_step}.{batch_micro} while training step {step}.{micro}")
             self.replaced_images += replaced
             loss += self.micro_batch_loss(step, micro, images, labels, grid) / config.accum_steps
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {step}; lower lr (now {config.lr}) or check the data")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm) if config.clip_grad_norm > 0 else None
+        loss = self.mean_over_processes(loss)
+        # The norm of the all-reduced gradients is the same on every process, so all of them stop
+        # together, before a non-finite update reaches the weights or a checkpoint.
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm if config.clip_grad_norm > 0 else math.inf)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            raise FloatingPointError(
+                f"loss {loss}, gradient norm {float(grad_norm)} at step {step}; lower lr (now {config.lr}) or check the data. "
+                "The last checkpoint was written before this step"
+            )
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - config.ema_decay)
         return loss, grad_norm, grid
+
+    def mean_over_processes(self, value: float) -> float:
+        """The global batch's loss (each process holds its own rows' mean)."""
+        if self.info.world_size == 1:
+            return value
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return total.item() / self.info.world_size
 
     def micro_batch_loss(self, step: int, micro: int, images: Tensor, labels: Tensor, grid: tuple[int, int] | None) -> float:
         """Forward and backward of one micro-batch (normalised images, labels) of `step`; returns its loss.
