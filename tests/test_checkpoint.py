@@ -305,3 +305,17 @@ def test_checkpoints_written_before_checksums_still_load(tmp_path, small_model):
     state = training_state(small_model, step=4)
     torch.save(state, tmp_path / "checkpoint.pt")
     assert_states_equal(load_checkpoint(tmp_path / "checkpoint.pt"), state)
+
+
+def test_a_model_file_that_lost_its_checksum_is_refused(tmp_path, small_model):
+    from safetensors.torch import load_file as read_tensors
+
+    from lookupvit.models.serialization import read_metadata
+
+    path = tmp_path / "model.safetensors"
+    save_model(small_model, path)
+    metadata = read_metadata(path)
+    del metadata["sha256"]  # still records its dtype: written by a version with checksums
+    save_file(read_tensors(str(path)), str(tmp_path / "stripped.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match="fails its checksum"):
+        load_model(tmp_path / "stripped.safetensors")

@@ -177,6 +177,11 @@ def test_eval_command_streams_a_trees_val_split_and_checks_its_classes(tree, tmp
     assert main(["eval", model, "--data", str(tree), "--grid", "2", "3", "--workers", "1", "--batch-size", "5"]) == 0
     table = capsys.readouterr().out
     assert "| 2x2 |" in table and "| 3x3 |" in table
+    from lookupvit.data.shards import write_shards
+
+    write_shards(tree, tmp_path / "shards", images_per_shard=5, progress=False)
+    assert main(["eval", model, "--data", str(tmp_path / "shards"), "--grid", "2", "3", "--batch-size", "5", "--json", str(tmp_path / "s.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == table.splitlines()[-2:]  # the same 12 images, the same accuracies
     other = write_tree(tmp_path / "other", {"val": 2}, classes=["trouser", "shirt"])
     assert main(["eval", model, "--data", str(other)]) == 2
     assert "labels would not mean the same class" in capsys.readouterr().err

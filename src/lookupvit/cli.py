@@ -240,15 +240,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def evaluation_batches(args: argparse.Namespace, model, normalization, classes: list[str]):
-    """`--data`: Fashion-MNIST's test split, an ImageNet-style tree's val/ (streamed, resized and centre-cropped), or class folders."""
+    """`--data`: Fashion-MNIST's test split, the val split of an ImageNet-style tree or of shards (streamed,
+    resized and centre-cropped), or class folders."""
     from .data import check_class_names, load_fashion_mnist, load_image_folder
     from .data.loader import EvalBatches, dataset_batches
     from .data.sources import ImageTreeSource, SubsetSource
     from .data.transforms import eval_transform
 
-    if args.data != "fashion-mnist" and (Path(args.data) / "val").is_dir():
-        source = ImageTreeSource(args.data, "val", model.config.in_chans)
-        check_class_names(classes, source.classes, f"the model file {args.model}", f"the data {args.data}/val")
+    root = Path(args.data)
+    if args.data != "fashion-mnist" and ((root / "val").is_dir() or any(root.glob("val-*.tar"))):
+        if (root / "val").is_dir():
+            source, where = ImageTreeSource(root, "val", model.config.in_chans), f"{root}/val"
+        else:
+            from .data.shards import open_shards
+
+            source, where = open_shards(root)[1], f"the val shards in {root}"
+        check_class_names(classes, source.classes, f"the model file {args.model}", where)
         if args.limit:
             source = SubsetSource(source, args.limit, seed=0)
         transform = eval_transform(model.config.img_size[0], normalization.mean, normalization.std, args.crop_pct)

@@ -52,6 +52,12 @@ class BatchPlan:
     rank: int
     seed: int
 
+    def __post_init__(self) -> None:
+        if self.local_batch * self.world_size * self.accum_steps != self.batch_size or not 0 <= self.rank < self.world_size:
+            raise ValueError(
+                f"a batch plan needs local_batch x world_size x accum_steps = batch_size and 0 <= rank < world_size, got {self}"
+            )
+
     @property
     def steps_per_epoch(self) -> int:
         return self.num_images // self.batch_size

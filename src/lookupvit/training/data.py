@@ -124,7 +124,8 @@ class RunData:
 BATCH_MIXING = {"mixup_alpha", "cutmix_alpha"}
 
 
-def open_run_data(config: TrainConfig) -> RunData:
+def open_run_data(config: TrainConfig, normalization: Normalization | None = None) -> RunData:
+    """The run's sources and normalisation (`normalization`: given, e.g. a model file's, instead of computed)."""
     layout = resolve_layout(config)
     if layout in STREAMED_LAYOUTS:
         in_memory_only = sorted(set(config.augment) - BATCH_MIXING)
@@ -140,7 +141,7 @@ def open_run_data(config: TrainConfig) -> RunData:
         train_set, test_set = load_datasets(config)
         train_source, test_source = InMemorySource(train_set), InMemorySource(test_set)
         image_shape = train_set.image_shape
-    normalization = run_normalization(config, train_source, image_shape[0])
+    normalization = normalization or run_normalization(config, train_source, image_shape[0])
     return RunData(config, layout, train_source, test_source, normalization, image_shape)
 
 

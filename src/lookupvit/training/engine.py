@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..data.augment import mix
 from ..data.loader import BatchPlan, check_workers, step_seed
 from ..evaluation.accuracy import evaluate, grid_label
+from ..files import atomic_write
 from ..layers import global_batch_rows
 from ..models import LookupViT
 from ..models.registry import create_model
@@ -221,7 +222,7 @@ class Trainer:
         self.resume()
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(config_json(config))
+            atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(config_json(config)))
         self.wrapped = self.wrap_model()
         self.augment_config = config.augment_config()
         self.replaced_images = 0  # corrupt images replaced by the loader in this invocation

@@ -52,7 +52,7 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
         raise FileNotFoundError(f"{run} is not a finished training run (needs config.json and best.safetensors); train first")
     config = TrainConfig(**json.loads((run / "config.json").read_text()))
     model, normalization, classes = load_trained(run / "best.safetensors", device)
-    data = open_run_data(config)
+    data = open_run_data(config, normalization)  # the model file's: no statistics to recompute
     check_class_names(classes, data.test.classes, f"the model file {run / 'best.safetensors'}", f"the run's test data ({config.val_dataset or config.dataset})")
     grids = evaluation_grids(config, model)
 
@@ -64,7 +64,8 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
     plot_accuracy_vs_flops(rows, run / "accuracy_vs_flops.png", title)
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train_records = [r for r in records if "loss" in r]
+    # A resumed run logs the steps after its last checkpoint again: keep each step's last record.
+    train_records = list({r["step"]: r for r in records if "loss" in r}.values())
     speed = sum(r["images_per_s"] for r in train_records) / max(len(train_records), 1)
 
     lines = [
