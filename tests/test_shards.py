@@ -75,7 +75,7 @@ def test_shards_hold_every_sample_once_with_its_label_and_bytes(tree, written):
     out, summary = written
     assert summary == {"classes": 3, "train": {"images": 18, "shards": 5}, "val": {"images": 18, "shards": 5}}
     assert sorted(p.name for p in out.iterdir()) == ["classes.txt"] + [
-        f"{s}-00000{n}.tar" for s in ("train", "val") for n in range(5)
+        name for s in ("train", "val") for name in [f"{s}-00000{n}.tar" for n in range(5)] + [f"{s}.index.npz"]
     ]
     assert (out / "classes.txt").read_text().splitlines() == list(CLASSES)
     train, val = open_shards(out)
@@ -96,7 +96,7 @@ def test_shards_hold_every_sample_once_with_its_label_and_bytes(tree, written):
 
 def test_same_tree_and_seed_give_identical_shards(tree, written, tmp_path):
     write_shards(tree, tmp_path / "again", images_per_shard=4, seed=0, progress=False)
-    for path in written[0].iterdir():
+    for path in [*written[0].glob("*.tar"), written[0] / "classes.txt"]:  # the .npz index holds zip timestamps
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
     write_shards(tree, tmp_path / "other", images_per_shard=4, seed=1, progress=False)
     assert (tmp_path / "other" / "train-000000.tar").read_bytes() != (written[0] / "train-000000.tar").read_bytes()
@@ -226,7 +226,7 @@ def test_a_corrupt_jpeg_reads_as_corrupt_and_the_loader_replaces_it(shards):
 
 def test_the_writer_refuses_a_used_folder_and_keeps_any_image_format(tree, written, tmp_path):
     with pytest.raises(
-        ValueError, match=r"out is not empty \(11 entries, e.g. classes.txt\); shards are written only into a new or empty folder"
+        ValueError, match=r"out is not empty \(13 entries, e.g. classes.txt\); shards are written only into a new or empty folder"
     ):
         write_shards(tree, written[0], progress=False)
     with pytest.raises(ValueError, match="images_per_shard must be a positive whole number, got 0"):
@@ -260,3 +260,25 @@ def test_forked_workers_read_the_same_images(written):
     for batch, (images, labels, replaced, _) in zip(batches, loader):
         assert replaced == 0 and labels.tolist() == [int(train.labels[i]) for _, i in batch]
         assert all(torch.equal(image, expected[i]) for image, (_, i) in zip(images, batch))
+
+
+def test_the_writer_leaves_an_index_that_spares_reading_every_header(written, monkeypatch, tmp_path):
+    import lookupvit.data.shards as shards
+
+    out = written[0]
+    assert (out / "train.index.npz").is_file() and (out / "val.index.npz").is_file()
+    scanned, _ = open_shards(out)
+
+    def no_scanning(path):
+        raise AssertionError(f"{path} was scanned although its index is up to date")
+
+    monkeypatch.setattr(shards, "scan_shard", no_scanning)
+    indexed, _ = open_shards(out)
+    assert indexed.fingerprint() == scanned.fingerprint() and torch.equal(indexed.read(3), scanned.read(3))
+    monkeypatch.undo()
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    with open(copy / "train-000000.tar", "ab") as handle:
+        handle.write(b"\0" * 512)  # another size: the index no longer describes the files, so they are scanned
+    monkeypatch.setattr(shards, "scan_shard", no_scanning)
+    with pytest.raises(AssertionError, match="was scanned"):
+        open_shards(copy)

@@ -34,6 +34,7 @@ import io
 import os
 import shlex
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def write_shards(
         for split, source in zip(SPLITS, (train, val)):
             order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(source))
             summary[split] = {"images": len(source), "shards": write_split(source, split, order, out, images_per_shard, bar)}
+            ShardIndex.scan(sorted(out.glob(f"{split}-*.tar"))).save(out / index_name(split))
     atomic_write(out / CLASSES_FILE, lambda tmp: Path(tmp).write_text("".join(f"{name}\n" for name in train.classes)))
     return summary
 
@@ -181,6 +183,44 @@ class ShardIndex:
             [path.name for path in paths], [path.stat().st_size for path in paths], shard, offset, size, extension, key, label
         )
 
+    def save(self, path: Path) -> None:
+        """The index beside the shards, so that opening them need not read every tar header again."""
+        arrays = {name: getattr(self, name) for name in ("shard", "offset", "size", "extension", "key", "label")}
+        names = np.array(self.shard_names, dtype=np.bytes_)
+        sizes = np.array(shard_stamps([path.parent / name for name in self.shard_names]), dtype=np.int64)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, shard_names=names, shard_sizes=sizes, **arrays)
+
+        atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: Path, paths: list[Path]) -> ShardIndex | None:
+        """The saved index if it describes exactly these shard files (names, sizes, modification times), else None."""
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                names = [name.decode() for name in saved["shard_names"]]
+                if names != [p.name for p in paths] or saved["shard_sizes"].tolist() != shard_stamps(paths):
+                    return None
+                sizes = [p.stat().st_size for p in paths]
+                return cls(names, sizes, *(saved[name] for name in ("shard", "offset", "size", "extension", "key", "label")))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return None  # missing, damaged or from another layout: scanning the headers is always right
+
+    @classmethod
+    def open(cls, root: Path, split: str, paths: list[Path]) -> ShardIndex:
+        return cls.load(root / index_name(split), paths) or cls.scan(paths)
+
+
+def index_name(split: str) -> str:
+    return f"{split}.index.npz"
+
+
+def shard_stamps(paths: list[Path]) -> list[list[int]]:
+    """(size, modification time) per shard: a shard written again, even at the same size, gets a new time."""
+    return [[stat.st_size, stat.st_mtime_ns] for stat in (path.stat() for path in paths)]
+
 
 class ShardSource:
     """The samples of root/<split>-*.tar (sorted by name), read by index; the interface of ImageTreeSource."""
@@ -192,7 +232,7 @@ class ShardSource:
         paths = sorted(self.root.glob(f"{split}-*.tar"))
         if not paths:
             raise FileNotFoundError(f"no {split}-*.tar shards in {self.root}; {write_again_hint(self.root)}")
-        self.index = ShardIndex.scan(paths)
+        self.index = ShardIndex.open(self.root, split, paths)
         if len(self.index.label) == 0:
             raise ValueError(
                 f"the {split} shards in {self.root} ({paths[0].name} ...) hold no samples; {write_again_hint(self.root)}"
