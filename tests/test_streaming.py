@@ -63,7 +63,8 @@ def write_tree(root: Path, per_class: dict[str, int], size: int = 48, classes=CL
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
-    return write_tree(tmp_path_factory.mktemp("tree"), {"train": 32, "val": 4})  # 96 images: 12 steps of 8 per epoch
+    # 288 images: 36 steps of 8 per epoch, enough for a kill to land between two checkpoints on a busy machine
+    return write_tree(tmp_path_factory.mktemp("tree"), {"train": 96, "val": 4})
 
 
 def streamed_config(tree: Path, out: Path, *extra: str):
@@ -89,7 +90,7 @@ def test_workers_processes_and_a_sigkill_follow_the_single_process_trajectory(tr
     for key, value in weights(reference).items():  # same images, same order, same arithmetic: bit for bit
         assert torch.equal(value, weights(with_workers)[key]), key
 
-    # 2 processes x 2 workers each, killed with SIGKILL between the checkpoints of steps 12 and 24, resumed.
+    # 2 processes x 2 workers each, killed with SIGKILL between the checkpoints of steps 36 and 72, resumed.
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lookupvit.cli", "train", "--no-report"]
     command += ["--set", *STREAMED, f"dataset='{tree}'", f"out='{run}'", "workers=2"]
@@ -97,21 +98,21 @@ def test_workers_processes_and_a_sigkill_follow_the_single_process_trajectory(tr
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while logged_steps(run) < 13:
+        while logged_steps(run) < 37:
             assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the run did not reach step 13"
-            time.sleep(0.01)
+            assert time.monotonic() < deadline, "the run did not reach step 37"
+            time.sleep(0.005)
         os.killpg(process.pid, signal.SIGKILL)  # torchrun, both ranks and their loader workers
     finally:
         process.wait()
-    assert load_checkpoint(run / CHECKPOINT)["step"] == 12 and 13 <= logged_steps(run) < 24  # the kill lost work
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 36 and 37 <= logged_steps(run) < 72  # the kill lost work
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed, single = weights(run), weights(reference)
     for key in single:
         torch.testing.assert_close(resumed[key], single[key], **SAME_TRAJECTORY, msg=key)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {r["step"] for r in records if "eval" in r} == {12, 24}
+    assert {r["step"] for r in records if "eval" in r} == {36, 72}
 
 
 def test_a_corrupt_jpeg_is_replaced_and_counted(tree, tmp_path):

@@ -253,7 +253,7 @@ def test_resume_ignores_execution_settings_and_fields_a_checkpoint_predates(tmp_
 def test_sigkilled_training_process_resumes_bit_identically(tmp_path):
     # A real process, killed with SIGKILL between checkpoints: the steps since the last checkpoint
     # are lost and retrained, and the result equals an uninterrupted run bit for bit.
-    settings = [*TINY, *ALL_RANDOM, "train_subset=320", "checkpoint_every=100", "log_every=1", "threads=1"]  # checkpoints at steps 10, 20
+    settings = [*TINY, *ALL_RANDOM, "train_subset=640", "checkpoint_every=100", "log_every=1", "threads=1"]  # checkpoints at steps 20, 40
     reference = train(load_config(None, [*settings, f"out='{tmp_path / 'reference'}'"]), quiet=True)
     run = tmp_path / "killed"
     command = [sys.executable, "-m", "lookupvit.cli", "train", "--no-report", "--set", *settings, f"out='{run}'"]
@@ -261,9 +261,9 @@ def test_sigkilled_training_process_resumes_bit_identically(tmp_path):
     logged = run / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 300
-        while not (logged.exists() and max(json.loads(line).get("step", 0) for line in logged.read_text().splitlines() if line) >= 13):
+        while not (logged.exists() and max(json.loads(line).get("step", 0) for line in logged.read_text().splitlines() if line) >= 21):
             assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the run did not reach step 13"
+            assert time.monotonic() < deadline, "the run did not reach step 21"
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
     finally:
@@ -271,7 +271,7 @@ def test_sigkilled_training_process_resumes_bit_identically(tmp_path):
         process.wait()
     saved_step = load_checkpoint(run / CHECKPOINT)["step"]
     steps_done = max(json.loads(line).get("step", 0) for line in logged.read_text().splitlines() if line)
-    assert saved_step == 10 and 13 <= steps_done < 20  # work was lost: the kill came between checkpoints
+    assert saved_step == 20 and 21 <= steps_done < 40  # work was lost: the kill came between checkpoints
     train(load_config(None, [*settings, f"out='{run}'"]), quiet=True)
     assert_same_weights(final_weights(run), final_weights(reference))
     assert_same_weights(load_file(run / "best.safetensors"), load_file(reference / "best.safetensors"))

@@ -4,6 +4,8 @@ from .models import (
     LookupViT,
     LookupViTConfig,
     LookupViTOutput,
+    LookupViViT,
+    LookupViViTConfig,
     Perceiver,
     PerceiverConfig,
     TokenLearnerConfig,
@@ -11,6 +13,8 @@ from .models import (
     ViT,
     ViTConfig,
     ViTOutput,
+    ViViT,
+    ViViTConfig,
 )
 from .models.flops import analytic_flops, measured_flops
 from .models.registry import build_model, create_model, list_models, model_config
@@ -22,6 +26,8 @@ __all__ = [
     "LookupViT",
     "LookupViTConfig",
     "LookupViTOutput",
+    "LookupViViT",
+    "LookupViViTConfig",
     "Perceiver",
     "PerceiverConfig",
     "TokenLearnerConfig",
@@ -29,6 +35,8 @@ __all__ = [
     "ViT",
     "ViTConfig",
     "ViTOutput",
+    "ViViT",
+    "ViViTConfig",
     "analytic_flops",
     "build_model",
     "create_model",

@@ -14,7 +14,7 @@ import torch
 from . import benchmark
 from .evaluation.accuracy import grid_label
 from .models import LookupViT, LookupViTConfig
-from .models.flops import analytic_flops, measured_flops
+from .models.flops import TABLE_4_TOLERANCE, analytic_flops, measured_flops, table_4_rows
 from .models.registry import list_models, model_config
 from .runtime import configure_threads, parse_precision, pick_device
 
@@ -85,6 +85,23 @@ def model_name(text: str) -> str:
 
 
 def cmd_flops(args: argparse.Namespace) -> None:
+    if args.video:
+        # Table 4 follows ViViT: its "GFLOPs/view" are multiply-accumulates, so compare in G MACs.
+        print("Paper Table 4: B/16 video models on one 32x224x224 view, tubelets 2x16x16 (16x14x14 = 3136 lookup tokens)")
+        print("The paper's \"GFLOPs/view\" are multiply-accumulates (G MACs); FLOPs = 2 x MACs would be twice as large.\n")
+        print("| model | grid (t, h, w) | paper (G MACs) | analytic G MACs | analytic GFLOPs | measured GFLOPs | MACs vs paper |")
+        print("|---|---|---|---|---|---|---|")
+        rows = table_4_rows()
+        for row in rows:
+            grid = "-" if row.grid is None else grid_label(row.grid)
+            print(
+                f"| {row.label} | {grid} | {row.paper_gmacs:.1f} | {row.analytic_gmacs:.1f} | {row.analytic_flops / 1e9:.1f} "
+                f"| {row.measured_flops / 1e9:.1f} | {100 * row.relative_difference:+.1f}% |"
+            )
+        worst = max(abs(row.relative_difference) for row in rows)
+        verdict = "all within" if worst <= TABLE_4_TOLERANCE else "NOT all within"
+        print(f"\nUnit: multiply-accumulates match the paper, {verdict} {100 * TABLE_4_TOLERANCE:.0f} % (largest difference {100 * worst:.1f} %).")
+        return
     print("Paper Table 1 at 224 px, GFLOPs per image (FLOPs = 2 x multiply-accumulates)\n")
     print("| model | column | paper | analytic | measured | analytic vs paper |")
     print("|---|---|---|---|---|---|")
@@ -322,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("--model", nargs="+", type=model_name, help="registered model names, e.g. lookupvit_b16 vit_l16")
     flops.add_argument("--image-size", nargs="+", type=parse_image_size, help="e.g. 224 384 224x320")
     flops.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids, e.g. 3 5 4x6")
+    flops.add_argument("--video", action="store_true", help="paper Table 4 instead: ViViT-B/16 and LookupViViT, in multiply-accumulates")
     flops.set_defaults(func=cmd_flops)
 
     bench = commands.add_parser("bench", help="images/s of LookupViT vs ViT in one process, with FLOPs ratio and MFU")

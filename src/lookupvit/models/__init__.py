@@ -2,6 +2,7 @@ from .common import ViTConfig
 from .lookupvit import LookupViT, LookupViTBlock, LookupViTConfig, LookupViTOutput
 from .perceiver import Perceiver, PerceiverBlock, PerceiverConfig
 from .tokenlearner import TokenLearner, TokenLearnerConfig, TokenLearnerViT
+from .video import LookupViViT, LookupViViTConfig, ViViT, ViViTConfig
 from .vit import ViT, ViTOutput
 
 __all__ = [
@@ -9,6 +10,8 @@ __all__ = [
     "LookupViTBlock",
     "LookupViTConfig",
     "LookupViTOutput",
+    "LookupViViT",
+    "LookupViViTConfig",
     "Perceiver",
     "PerceiverBlock",
     "PerceiverConfig",
@@ -18,4 +21,6 @@ __all__ = [
     "ViT",
     "ViTConfig",
     "ViTOutput",
+    "ViViT",
+    "ViViTConfig",
 ]

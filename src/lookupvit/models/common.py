@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -83,8 +84,19 @@ class ViTConfig:
                 raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
 
     @property
-    def patch_grid(self) -> tuple[int, int]:
+    def patch_grid(self) -> tuple[int, ...]:
+        """The lookup-token grid: (h, w) for images, (t, h, w) for video configs."""
         return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+
+    @property
+    def patch_kernel(self) -> tuple[int, ...]:
+        """Kernel (and stride) of the patch embedding: (p, p) here, the (t, p, p) tubelet for video."""
+        return (self.patch_size, self.patch_size)
+
+    def input_description(self) -> str:
+        """What the model is built for, for error messages."""
+        height, width = self.img_size
+        return f"{height}x{width} images at patch size {self.patch_size}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,7 +107,11 @@ def check_images(images: object, in_chans: int, patch_size: int) -> None:
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (batch, {in_chans}, height, width), got {type(images).__name__}")
     if images.ndim != 4:
-        hint = " Add a batch dimension with images.unsqueeze(0)." if images.ndim == 3 else ""
+        hint = {
+            3: " Add a batch dimension with images.unsqueeze(0).",
+            5: " That looks like a batch of video clips (batch, channels, frames, height, width): "
+            "use a video model (LookupViViT, ViViT; e.g. create_model('lookupvivit_b16')) or fold the frames into the batch.",
+        }.get(images.ndim, "")
         raise ValueError(f"images must have shape (batch, {in_chans}, height, width), got shape {tuple(images.shape)}.{hint}")
     if not images.is_floating_point():
         raise TypeError(
@@ -106,10 +122,15 @@ def check_images(images: object, in_chans: int, patch_size: int) -> None:
     if channels != in_chans:
         hint = " Channels-last input? Use images.permute(0, 3, 1, 2)." if images.shape[-1] == in_chans else ""
         raise ValueError(f"the model expects {in_chans} input channels, got {channels} (shape {tuple(images.shape)}).{hint}")
+    check_spatial_size(height, width, patch_size, "image")
+
+
+def check_spatial_size(height: int, width: int, patch_size: int, what: str) -> None:
+    """Height and width must be positive multiples of the patch size; `what` names the input ("image", "frame")."""
     if height % patch_size or width % patch_size or height == 0 or width == 0:
         fit = (max(height // patch_size, 1) * patch_size, max(width // patch_size, 1) * patch_size)
         raise ValueError(
-            f"image size {height}x{width} is not a positive multiple of the patch size {patch_size}; "
+            f"{what} size {height}x{width} is not a positive multiple of the patch size {patch_size}; "
             f"resize or crop to a multiple of {patch_size}, e.g. {fit[0]}x{fit[1]}"
         )
 
@@ -124,6 +145,7 @@ class PatchModel(torch.nn.Module):
 
     config: ViTConfig
     grad_checkpointing: bool = False
+    input_name = "image"  # what one input is called in error messages; video models say "clip"
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of keeping its activations (timm's API).
@@ -141,15 +163,20 @@ class PatchModel(torch.nn.Module):
         return block(*inputs)
 
     def init_patch_stem(self, config: ViTConfig) -> None:
-        self.patch_embed = PatchEmbed((config.patch_size, config.patch_size), config.in_chans, config.embed_dim)
-        self.pos_embed = init_position_embedding(config.patch_grid[0] * config.patch_grid[1], config.embed_dim)
+        """Conv2d patches for images, Conv3d tubelets for video: the config's `patch_kernel` decides."""
+        self.patch_embed = PatchEmbed(config.patch_kernel, config.in_chans, config.embed_dim)
+        self.pos_embed = init_position_embedding(math.prod(config.patch_grid), config.embed_dim)
 
-    def embed_patches(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """Checked images (B, C, H, W) -> patch tokens with position embedding (B, N, D) and their grid.
-
-        At another image size than the config's, the position embedding is resampled to the grid.
-        """
+    def check_input(self, images: object) -> None:
         check_images(images, self.config.in_chans, self.config.patch_size)
+
+    def embed_patches(self, images: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """Checked images (B, C, H, W) or clips (B, C, T, H, W) -> tokens with position embedding (B, N, D) and their grid.
+
+        At another image size (or clip length) than the config's, the position embedding is
+        resampled to the grid, separably over its 2 (or 3) dimensions.
+        """
+        self.check_input(images)
         tokens, grid = self.patch_embed(images)
         return tokens + resize_tokens(self.pos_embed, self.config.patch_grid, grid), grid
 

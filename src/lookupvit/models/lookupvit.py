@@ -6,6 +6,7 @@ tokens, D width, h heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -28,7 +29,7 @@ COMPRESSED_INITS = ("resize", "learned")
 
 @dataclass
 class LookupViTConfig(ViTConfig):
-    compressed_grid: tuple[int, int] = (5, 5)  # default grid; any grid can be chosen per call
+    compressed_grid: tuple[int, ...] = (5, 5)  # default grid, as many dims as patch_grid; any grid can be chosen per call
     lookup_mlp_ratio: float = 0.5  # lookup-token MLP hidden width D/q with q = 2
     # The paper's Table 5 ablations; the defaults are the full model.
     use_lookup_tokens: bool = True  # False: (a) no lookup tokens, ViT blocks on the resized patch grid only
@@ -37,20 +38,23 @@ class LookupViTConfig(ViTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.compressed_grid = as_grid(self.compressed_grid, "compressed_grid")
         lookup_grid = self.patch_grid
-        if self.compressed_grid[0] > lookup_grid[0] or self.compressed_grid[1] > lookup_grid[1]:
+        self.compressed_grid = as_grid(self.compressed_grid, "compressed_grid", len(lookup_grid))
+        if not grid_fits(self.compressed_grid, lookup_grid):
             # The compressed tokens are a downsampled copy of the lookup tokens, so the default grid must fit.
-            height, width = self.img_size
             raise ValueError(
-                f"compressed_grid {self.compressed_grid} is larger than the lookup grid {lookup_grid} of {height}x{width} images "
-                f"at patch size {self.patch_size}; choose a grid between (1, 1) and {lookup_grid}"
+                f"compressed_grid {self.compressed_grid} is larger than the lookup grid {lookup_grid} of {self.input_description()}; "
+                f"choose a grid between {(1,) * len(lookup_grid)} and {lookup_grid}"
             )
         check_positive_number("lookup_mlp_ratio", self.lookup_mlp_ratio)
         check_switch("use_lookup_tokens", self.use_lookup_tokens)
         check_switch("infuse", self.infuse)
         if self.compressed_init not in COMPRESSED_INITS:
             raise ValueError(f"compressed_init must be one of {COMPRESSED_INITS}, got {self.compressed_init!r}")
+
+
+def grid_fits(compressed_grid: tuple[int, ...], lookup_grid: tuple[int, ...]) -> bool:
+    return all(compressed <= lookup for compressed, lookup in zip(compressed_grid, lookup_grid))
 
 
 class LookupViTBlock(nn.Module):
@@ -97,8 +101,8 @@ class LookupViTOutput:
     lookup_pooled: Tensor  # (B, D)
     compressed_tokens: Tensor  # (B, M, D) after the final norm
     lookup_tokens: Tensor  # (B, N, D) after the final norm
-    compressed_grid: tuple[int, int]
-    lookup_grid: tuple[int, int]
+    compressed_grid: tuple[int, ...]  # (h, w) for images, (t, h, w) for video
+    lookup_grid: tuple[int, ...]
     attention: list[Tensor] = field(default_factory=list)  # per layer (B, h, M, N) when asked for
 
 
@@ -119,7 +123,7 @@ class LookupViT(PatchModel):
         self.init_patch_stem(config)
         # Ablation (d): compressed tokens of the first layer are parameters, resized to the call's grid.
         self.learned_compressed_tokens = (
-            init_position_embedding(config.compressed_grid[0] * config.compressed_grid[1], dim) if config.compressed_init == "learned" else None
+            init_position_embedding(math.prod(config.compressed_grid), dim) if config.compressed_init == "learned" else None
         )
         rates = drop_path_rates(config.drop_path_rate, config.depth)
         if config.use_lookup_tokens:
@@ -149,18 +153,18 @@ class LookupViT(PatchModel):
             self.head_lookup = Linear(self.num_features, num_classes)
             self.head_lookup.apply(init_weights)
 
-    def resolve_grid(self, grid: int | tuple[int, int] | None, lookup_grid: tuple[int, int]) -> tuple[int, int]:
+    def resolve_grid(self, grid: int | tuple[int, ...] | None, lookup_grid: tuple[int, ...]) -> tuple[int, ...]:
         """The compressed grid for a call; it must fit inside the lookup grid (it is a downsampled copy)."""
-        compressed_grid = self.compressed_grid if grid is None else as_grid(grid, "grid")
-        if compressed_grid[0] > lookup_grid[0] or compressed_grid[1] > lookup_grid[1]:
+        compressed_grid = self.compressed_grid if grid is None else as_grid(grid, "grid", len(lookup_grid))
+        if not grid_fits(compressed_grid, lookup_grid):
             raise ValueError(
-                f"compressed grid {compressed_grid} is larger than the lookup grid {lookup_grid} of this image size; "
-                f"choose a grid between (1, 1) and {lookup_grid}"
+                f"compressed grid {compressed_grid} is larger than the lookup grid {lookup_grid} of this {self.input_name} size; "
+                f"choose a grid between {(1,) * len(lookup_grid)} and {lookup_grid}"
             )
         return compressed_grid
 
-    def forward_features(self, images: Tensor, grid: int | tuple[int, int] | None = None, return_attention: bool = False) -> LookupViTOutput:
-        """Everything the model computes for `images` (B, C, H, W) at the compressed `grid`."""
+    def forward_features(self, images: Tensor, grid: int | tuple[int, ...] | None = None, return_attention: bool = False) -> LookupViTOutput:
+        """Everything the model computes for `images` (B, C, H, W), or clips (B, C, T, H, W) in LookupViViT, at the compressed `grid`."""
         lookup, lookup_grid = self.embed_patches(images)
         compressed_grid = self.resolve_grid(grid, lookup_grid)
         if self.learned_compressed_tokens is None:
@@ -197,7 +201,7 @@ class LookupViT(PatchModel):
             attention=attention_maps,
         )
 
-    def forward(self, images: Tensor, grid: int | tuple[int, int] | None = None, head: str | None = None) -> Tensor:
+    def forward(self, images: Tensor, grid: int | tuple[int, ...] | None = None, head: str | None = None) -> Tensor:
         """Logits (B, classes) of the chosen head: "average" (default), "compressed" or "lookup"."""
         head = self.head_mode if head is None else head
         if head not in HEAD_CHOICES:

@@ -4,6 +4,10 @@ Names are `{arch}_{size}{patch}`, arch one of lookupvit, vit and the baselines t
 perceiver. Widths and depths follow the ViT papers (Ti/S/B/L/H); `nano` and `micro` are sized for
 28-64 px inputs and default to 1 channel and 10 classes (Fashion-MNIST with patch 2 gives the
 paper's 14x14 lookup grid); override `in_chans`/`num_classes` for other data.
+
+The video models lookupvivit and vivit come in two sizes: `b16`, the paper's Table 4 setup (32 frames
+of 224 px, tubelets 2x16x16, Kinetics-400's 400 classes), and `nano4` for CPU tests (16 frames of
+28 px, tubelets 2x4x4, 1 channel, 10 classes).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from .common import ViTConfig
 from .lookupvit import LookupViT, LookupViTConfig
 from .perceiver import Perceiver, PerceiverConfig
 from .tokenlearner import TokenLearnerConfig, TokenLearnerViT
+from .video import LookupViViT, LookupViViTConfig, ViViT, ViViTConfig
 from .vit import ViT
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type[ViTConfig]]] = {
@@ -26,7 +31,11 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[ViTConfig]]] = {
     # baselines that also spend their compute on a few tokens
     "tokenlearner": (TokenLearnerViT, TokenLearnerConfig),
     "perceiver": (Perceiver, PerceiverConfig),
+    # video: the two above on Conv3d tubelets
+    "lookupvivit": (LookupViViT, LookupViViTConfig),
+    "vivit": (ViViT, ViViTConfig),
 }
+VIDEO_ARCHITECTURES = ("lookupvivit", "vivit")
 
 # size -> (embed_dim, depth, num_heads, default image size, patch sizes)
 SIZES: dict[str, tuple[int, int, int, int, tuple[int, ...]]] = {
@@ -39,16 +48,32 @@ SIZES: dict[str, tuple[int, int, int, int, tuple[int, ...]]] = {
     "h": (1280, 32, 16, 224, (8, 14, 16, 32)),
 }
 
+# video variant suffix -> (size, settings beyond SIZES'); the lookupvivit ones also set compressed_grid
+VIDEO_VARIANTS: dict[str, tuple[str, dict]] = {
+    "b16": ("b", {"img_size": 224, "patch_size": 16, "num_frames": 32, "tubelet_frames": 2, "in_chans": 3, "num_classes": 400}),
+    "nano4": ("nano", {"img_size": 28, "patch_size": 4, "num_frames": 16, "tubelet_frames": 2, "in_chans": 1, "num_classes": 10}),
+}
+VIDEO_COMPRESSED_GRIDS = {"b16": (8, 9, 9), "nano4": (4, 4, 4)}  # (tp, hp, wp); lookup grids (16, 14, 14), (8, 7, 7)
+
 
 def _variants() -> dict[str, tuple[str, dict]]:
     variants = {}
     for arch in ARCHITECTURES:
+        if arch in VIDEO_ARCHITECTURES:
+            continue
         for size, (dim, depth, heads, img_size, patches) in SIZES.items():
             for patch in patches:
                 fields = dict(img_size=img_size, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads)
                 if img_size < 224:  # small-image presets default to Fashion-MNIST: 1 channel, 10 classes
                     fields.update(in_chans=1, num_classes=10)
                 variants[f"{arch}_{size}{patch}"] = (arch, fields)
+    for arch in VIDEO_ARCHITECTURES:
+        for suffix, (size, settings) in VIDEO_VARIANTS.items():
+            dim, depth, heads, *_ = SIZES[size]
+            fields = {"embed_dim": dim, "depth": depth, "num_heads": heads, **settings}
+            if arch == "lookupvivit":
+                fields["compressed_grid"] = VIDEO_COMPRESSED_GRIDS[suffix]
+            variants[f"{arch}_{suffix}"] = (arch, fields)
     return variants
 
 
