@@ -198,3 +198,22 @@ def test_eval_refuses_data_whose_class_names_differ_from_the_model_files(trained
     assert main(["eval", str(trained_run / "best.safetensors"), "--data", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "has classes ['cat', 'dog'] but the model file" in error and "'T-shirt/top'" in error and "labels would not mean the same class" in error
+
+
+def test_predict_chooses_the_grid_for_a_budget(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    image_path = tmp_path / "item.png"
+    Image.fromarray(load_fashion_mnist("test").images[1, 0].numpy()).save(image_path)
+    from lookupvit import analytic_flops, load_model
+
+    model = str(trained_run / "best.safetensors")
+    three_by_three = analytic_flops(load_model(model).config, grid=3) / 1e9
+    assert main(["predict", str(image_path), "--model", model, "--budget-gflops", str(three_by_three * 1.001)]) == 0
+    assert f"grid 3x3 ({three_by_three:.3g} GFLOPs per image) fits the budget" in capsys.readouterr().out  # 4x4 costs more
+    assert main(["predict", str(image_path), "--model", model, "--budget-ms", "10000"]) == 0
+    out = capsys.readouterr().out
+    assert "measured: 1x1" in out and "grid 7x7" in out
+    with pytest.raises(SystemExit):
+        main(["predict", str(image_path), "--model", model, "--grid", "3", "--budget-ms", "5"])
+    assert "not allowed with argument" in capsys.readouterr().err

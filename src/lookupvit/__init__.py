@@ -16,6 +16,7 @@ from .models import (
     ViViT,
     ViViTConfig,
 )
+from .models.budget import grid_for_gflops, grid_for_milliseconds
 from .models.flops import analytic_flops, measured_flops
 from .models.registry import build_model, create_model, list_models, model_config
 from .models.serialization import load_model, load_weights, save_model
@@ -40,6 +41,8 @@ __all__ = [
     "analytic_flops",
     "build_model",
     "create_model",
+    "grid_for_gflops",
+    "grid_for_milliseconds",
     "list_models",
     "load_model",
     "load_weights",

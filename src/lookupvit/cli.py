@@ -48,6 +48,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def crop_fraction(text: str) -> float:
     try:
         value = float(text)
@@ -297,13 +307,32 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)
-    pixels = _load_image(args.image, model)
+    images = normalization(_load_image(args.image, model)[None].to(device))
+    grid = args.grid
+    if args.budget_gflops is not None or args.budget_ms is not None:
+        grid = budget_grid(model, images, args.budget_gflops, args.budget_ms)
     with torch.no_grad():
-        kwargs = {"grid": args.grid} if isinstance(model, LookupViT) else {}
-        probabilities = model(normalization(pixels[None].to(device)), **kwargs).softmax(-1)[0]
+        kwargs = {"grid": grid} if isinstance(model, LookupViT) else {}
+        probabilities = model(images, **kwargs).softmax(-1)[0]
     top = probabilities.topk(min(args.topk, len(classes)))
     for probability, index in zip(top.values.tolist(), top.indices.tolist()):
         print(f"{100 * probability:6.2f}%  {classes[index]}")
+
+
+def budget_grid(model, images: torch.Tensor, gflops: float | None, milliseconds: float | None) -> tuple[int, ...]:
+    """The largest grid within the budget, printed with what it costs."""
+    from .models.budget import grid_for_milliseconds
+
+    if not isinstance(model, LookupViT):
+        raise ValueError(f"a compute budget chooses a compressed grid; the model is a {type(model).__name__}, which has none")
+    if gflops is not None:
+        grid = model.grid_for_budget(gflops, tuple(images.shape[-2:]))
+    else:
+        grid, timings = grid_for_milliseconds(model, images, milliseconds)
+        print("measured: " + ", ".join(f"{grid_label(g)} {ms:.1f} ms" for g, ms in timings.items()))
+    cost = analytic_flops(model.config, tuple(images.shape[-2:]), grid) / 1e9
+    print(f"grid {grid_label(grid)} ({cost:.3g} GFLOPs per image) fits the budget")
+    return grid
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
@@ -411,8 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top-k classes for one image")
     predict.add_argument("image")
     predict.add_argument("--model", required=True, help="a .safetensors model file written by training")
-    predict.add_argument("--grid", type=parse_grid, help="compressed grid (default: the model's)")
     predict.add_argument("--topk", type=positive_int, default=3)
+    choice = predict.add_mutually_exclusive_group()
+    choice.add_argument("--grid", type=parse_grid, help="compressed grid (default: the model's)")
+    choice.add_argument("--budget-gflops", type=positive_number, help="instead of --grid: the largest grid costing at most this many GFLOPs per image")
+    choice.add_argument("--budget-ms", type=positive_number, help="instead of --grid: the largest grid whose forward takes at most this long here (measured)")
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=cmd_predict)
 

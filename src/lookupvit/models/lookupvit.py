@@ -153,6 +153,15 @@ class LookupViT(PatchModel):
             self.head_lookup = Linear(self.num_features, num_classes)
             self.head_lookup.apply(init_weights)
 
+    def grid_for_budget(self, gflops: float, image_size: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """The largest square compressed grid costing at most `gflops` per image: the dial for compute.
+
+        For a budget in milliseconds on this device, see models.budget.grid_for_milliseconds.
+        """
+        from .budget import grid_for_gflops  # budget.py counts FLOPs, which imports this module
+
+        return grid_for_gflops(self.config, gflops, image_size)
+
     def resolve_grid(self, grid: int | tuple[int, ...] | None, lookup_grid: tuple[int, ...]) -> tuple[int, ...]:
         """The compressed grid for a call; it must fit inside the lookup grid (it is a downsampled copy)."""
         compressed_grid = self.compressed_grid if grid is None else as_grid(grid, "grid", len(lookup_grid))
