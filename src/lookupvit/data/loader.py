@@ -104,6 +104,11 @@ class TransformedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int, int]:
         epoch, index = key
+        # Seeded before the read, by the requested index: a source that draws at random while reading (a video's clip
+        # start) and the transform then depend only on (seed, epoch, index), in whichever worker decodes the sample;
+        # a corrupt file fails before drawing, so its replacement draws what the original would have.
+        torch.manual_seed(sample_seed(self.seed, epoch, index))
+        random.seed(sample_seed(self.seed, epoch, index))
         replaced = 0
         for attempt in range(REPLACEMENT_TRIES):
             candidate = (index + attempt) % len(self.source)
@@ -114,9 +119,6 @@ class TransformedImages(torch.utils.data.Dataset):
                 replaced = 1
         else:
             raise CorruptImage(f"{REPLACEMENT_TRIES} images in a row from index {index} do not decode; the data is damaged")
-        # Seeded by the requested index, so a replacement draws the transform the original would have.
-        torch.manual_seed(sample_seed(self.seed, epoch, index))
-        random.seed(sample_seed(self.seed, epoch, index))
         return self.transform(image), int(self.source.labels[candidate]), replaced, index
 
 

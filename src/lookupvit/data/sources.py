@@ -82,19 +82,7 @@ class ImageTreeSource:
                 f"{self.root} has no {split}/ folder; an ImageNet-style tree is {self.root}/train/<class>/<image> and "
                 f"{self.root}/val/<class>/<image> (for class sub-folders without train/ and val/, use layout='class-folders')"
             )
-        class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not class_dirs:
-            raise ValueError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class_name>/<image>")
-        paths, labels = [], []
-        for label, class_dir in enumerate(class_dirs):
-            files = sorted(str(f.relative_to(split_dir)).encode() for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise ValueError(f"class folder {class_dir} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); remove it or add images")
-            paths += files
-            labels += [label] * len(files)
-        self.classes = tuple(d.name for d in class_dirs)
-        self.paths = np.array(paths, dtype=np.bytes_)  # one fixed-width buffer, shared by forked workers
-        self.labels = torch.tensor(labels)
+        self.classes, self.paths, self.labels = list_class_tree(split_dir, IMAGE_SUFFIXES, "image")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -105,11 +93,33 @@ class ImageTreeSource:
 
     def fingerprint(self) -> dict:
         """Class names, size and a hash of the file list with sizes (the files are not read)."""
-        digest = hashlib.sha256()
-        split_dir = self.root / self.split
-        for relative in self.paths:
-            digest.update(relative + b"\0" + str((split_dir / relative.decode()).stat().st_size).encode() + b"\n")
-        return {"classes": list(self.classes), "images": len(self), "sha256": digest.hexdigest()}
+        return {"classes": list(self.classes), "images": len(self), "sha256": file_list_digest(self.root / self.split, self.paths)}
+
+
+def list_class_tree(split_dir: Path, suffixes: set[str], kind: str) -> tuple[tuple[str, ...], np.ndarray, Tensor]:
+    """(class names, file paths relative to split_dir, labels) of split_dir/<class>/<file>, classes sorted.
+
+    The paths are one numpy bytes array: forked workers share its pages instead of copying them.
+    """
+    class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise ValueError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class_name>/<{kind}>")
+    paths, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(str(f.relative_to(split_dir)).encode() for f in class_dir.rglob("*") if f.suffix.lower() in suffixes)
+        if not files:
+            raise ValueError(f"class folder {class_dir} has no {kind}s ({', '.join(sorted(suffixes))}); remove it or add {kind}s")
+        paths += files
+        labels += [label] * len(files)
+    return tuple(d.name for d in class_dirs), np.array(paths, dtype=np.bytes_), torch.tensor(labels)
+
+
+def file_list_digest(split_dir: Path, paths: np.ndarray) -> str:
+    """SHA-256 over the relative paths and sizes of a tree's files (their contents are not read)."""
+    digest = hashlib.sha256()
+    for relative in paths:
+        digest.update(relative + b"\0" + str((split_dir / relative.decode()).stat().st_size).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def open_image_tree(root: str | os.PathLike, channels: int = 3) -> tuple[ImageTreeSource, ImageTreeSource]:
