@@ -60,8 +60,7 @@ from lookupvit.data.loader import BatchPlan, StreamedTrainingBatches
 from lookupvit.data.sources import open_image_tree
 from lookupvit.data.transforms import NORMALIZATIONS, train_transform
 from lookupvit.runtime import available_cores, compile_model, pick_device
-from lookupvit.training.config import TrainConfig, load_config
-from lookupvit.training.engine import ClassificationLoss, build_optimizer
+from lookupvit.training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 # The data pipeline measured in (a) is the one the ImageNet runs use: crop scale, RandAugment preset, normalisation.
@@ -400,28 +399,6 @@ def measure_loader(settings: Settings, image_size: int, pin_memory: bool, result
 # --------------------------------------------------------------------------------------------
 
 
-def compiled_training_step(
-    model, grid: int | None, device: torch.device, dtype: torch.dtype, backend: str, graphs: int
-) -> Callable:
-    """benchmark.training_step with its loss wrapper compiled, as `compile=true` training compiles it.
-
-    benchmark.training_step builds its ClassificationLoss inside, where it cannot be compiled from
-    outside; this is the same step with compile_model around that wrapper (engine.Trainer.wrap_model).
-    """
-    loss_fn = compile_model(ClassificationLoss(model, 1.0, 1.0, label_smoothing=0.0), num_grids=graphs, backend=backend)
-    optimizer = build_optimizer(model, TrainConfig(lr=1e-4))  # the optimizer of benchmark.training_step
-    grid_arg = (grid, grid) if grid else None
-
-    def step(images: torch.Tensor, targets: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            loss, _ = loss_fn(images, targets, grid_arg)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def first_call_seconds(call: Callable[[], object], device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
@@ -489,7 +466,7 @@ def measure_training_compiled(
     torch._dynamo.reset()
     steps = {}
     for contender in found:
-        step = compiled_training_step(contender.model, contender.grid, device, DTYPE, backend, graphs=len(found))
+        step = training_step(contender.model, contender.grid, device, DTYPE, compile_backend=backend, graphs=len(found))
         first_call = functools.partial(step, images, targets)
         if compile_by_first_call(results.training[contender.label], first_call, "train step", device, budget):
             steps[contender.label] = step

@@ -28,6 +28,7 @@ from torch import nn
 from .layers import Linear, _onednn_linear_applies
 from .models.flops import analytic_flops
 from .models.registry import create_model
+from .runtime import compile_model
 from .training.config import TrainConfig
 from .training.engine import ClassificationLoss, build_optimizer
 
@@ -211,12 +212,18 @@ def inference_rows(
     yield from timing_rows("inference", image_size, dtype_label(dtype, cast_weights), batch, found, times, peak, passes=1)
 
 
-def training_step(model: nn.Module, grid: int | None, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def training_step(
+    model: nn.Module, grid: int | None, device: torch.device, dtype: torch.dtype, compile_backend: str | None = None, graphs: int = 1
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One optimizer step as training does it: both heads' CE for LookupViT, backward, AdamW.
 
-    Blocks are recomputed in backward when the model's grad checkpointing is on.
+    Blocks are recomputed in backward when the model's grad checkpointing is on. With
+    `compile_backend`, the loss wrapper is compiled as `compile=true` training compiles it, with room
+    for `graphs` graphs.
     """
     loss_fn = ClassificationLoss(model, 1.0, 1.0, label_smoothing=0.0)
+    if compile_backend is not None:
+        loss_fn = compile_model(loss_fn, num_grids=graphs, backend=compile_backend)
     optimizer = build_optimizer(model, TrainConfig(lr=1e-4))
     grid_arg = (grid, grid) if grid else None
 

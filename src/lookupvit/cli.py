@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,44 +39,25 @@ def parse_grid(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
+def number_argument(convert: Callable[[str], float], is_allowed: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
+    """An argparse type: `convert` the text, then refuse values outside `allowed` (named in the message)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if not is_allowed(value):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
+        return value
+
+    return parse
 
 
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def crop_fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+positive_int = number_argument(int, lambda value: value >= 1, "a positive whole number")
+non_negative_int = number_argument(int, lambda value: value >= 0, "a whole number >= 0")
+positive_number = number_argument(float, lambda value: 0 < value < float("inf"), "a positive number")
+crop_fraction = number_argument(float, lambda value: 0 < value <= 1, "a number in (0, 1]")
 
 
 THREADS_HELP = "torch CPU threads (default 0: automatic, the cores this process may use shared among torchrun's local processes)"

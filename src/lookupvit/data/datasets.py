@@ -79,7 +79,12 @@ def dataset_normalization(dataset: ImageDataset, seed: int = 0, sample_size: int
     """Per-channel pixel statistics of a seeded random sample (the first images of a sorted folder are one class)."""
     count = min(sample_size, len(dataset))
     picks = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
-    pixels = dataset.images[picks].float().div_(255).transpose(0, 1).flatten(1)  # (C, count * H * W)
+    return channel_statistics(dataset.images[picks].float().div_(255))
+
+
+def channel_statistics(images: Tensor) -> Normalization:
+    """Per-channel mean and std of images (N, C, H, W) in [0, 1], rounded to 4 decimals as model files store them."""
+    pixels = images.transpose(0, 1).flatten(1)  # (C, N * H * W)
     mean, std = pixels.mean(dim=1), pixels.std(dim=1)
     return Normalization(tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-4), 4) for v in std.tolist()))
 

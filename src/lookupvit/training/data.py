@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data import ImageDataset, Normalization, check_class_names, dataset_normalization, load_fashion_mnist, load_image_folder
+from ..data.datasets import channel_statistics
 from ..data.loader import BatchPlan, EvalBatches, InMemoryTrainingBatches, StreamedTrainingBatches, dataset_batches
 from ..data.sources import CorruptImage, InMemorySource, SubsetSource, open_image_tree
 from ..data.transforms import NORMALIZATIONS, eval_transform, train_transform, unnormalized_eval_transform
@@ -181,6 +182,4 @@ def run_normalization(config: TrainConfig, train_source, channels: int) -> Norma
             continue  # counted and replaced when training reads it
     if not images:
         raise ValueError(f"none of {len(picks)} sampled training images decodes; the training data is damaged")
-    pixels = torch.stack(images).transpose(0, 1).flatten(1)
-    mean, std = pixels.mean(dim=1), pixels.std(dim=1)
-    return Normalization(tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-4), 4) for v in std.tolist()))
+    return channel_statistics(torch.stack(images))
