@@ -10,7 +10,6 @@ the median forward time at batch 1 and 256 on this device, measured by the same 
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 
@@ -19,6 +18,7 @@ from lookupvit.data import load_fashion_mnist
 from lookupvit.data.loader import dataset_batches
 from lookupvit.evaluation.accuracy import evaluate, grid_label
 from lookupvit.models.budget import candidate_grids
+from lookupvit.runtime import cpu_model
 from lookupvit.training.report import load_trained
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     rows = evaluate(model, dataset_batches(test, normalization, 500), grids, device)
     _, batch_1 = grid_for_milliseconds(model, normalization(test.images[:1]), milliseconds=1e9, reps=15)
     _, batch_256 = grid_for_milliseconds(model, normalization(test.images[:256]), milliseconds=1e9, reps=5)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     print(f"{args.model}, {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     print("| grid | GFLOPs / image | ms, batch 1 | ms, batch 256 | test top-1 (%) |")
     print("|---|---|---|---|---|")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,7 @@ from lookupvit.data import load_fashion_mnist
 from lookupvit.data.loader import BatchPlan, StreamedTrainingBatches
 from lookupvit.data.sources import ImageTreeSource
 from lookupvit.data.transforms import NORMALIZATIONS, train_transform
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+from lookupvit.runtime import cpu_model
 
 
 def write_tree(root: Path, images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int] | None, split: str = "train") -> Path:

@@ -54,3 +54,15 @@ def test_flops_of_the_reassociated_mhbc_order_are_counted_exactly(reassociated):
     assert analytic_flops(config, grid=5, reassociated=None) < 0.8 * analytic_flops(config, grid=5)
     assert analytic_flops(config, grid=7, reassociated=None) == analytic_flops(config, grid=7)
     assert analytic_flops(config, grid=10, reassociated=None) == analytic_flops(config, grid=10)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs", [("vit_b16", {}), ("vit_b16", {"image_size": 384}), ("vit_nano4", {"image_size": 40}), ("vivit_nano4", {"num_frames": 8, "image_size": 36})]
+)
+def test_flops_count_the_class_token_exactly(name, kwargs):
+    """A class token is one more token in every block; its position row is not resampled at another size."""
+    config = model_config(name, class_token=True, mlp_activation="gelu_tanh")
+    analytic = analytic_flops(config, **kwargs)
+    assert analytic == measured_flops(config, **kwargs)
+    plain = model_config(name)
+    assert analytic > analytic_flops(plain, **kwargs) == measured_flops(plain, **kwargs)

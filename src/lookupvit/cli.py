@@ -26,17 +26,25 @@ TABLE_1 = {
 }
 
 
-def parse_grid(text: str) -> tuple[int, int]:
-    """"5" -> (5, 5); "4x6" -> (4, 6)."""
+def parse_grid(text: str) -> tuple[int, ...]:
+    """"5" -> (5, 5); "4x6" -> (4, 6); a video model's (t, h, w): "8x9x9" -> (8, 9, 9)."""
     try:
         parts = [int(part) for part in text.lower().split("x")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must look like 5 or 4x6, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"grid must look like 5, 4x6 or (video) 8x9x9, got {text!r}") from None
     if len(parts) == 1:
         parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"grid must look like 5 or 4x6 with positive sizes, got {text!r}")
-    return parts[0], parts[1]
+    if len(parts) not in (2, 3) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"grid must look like 5, 4x6 or (video) 8x9x9 with positive sizes, got {text!r}")
+    return tuple(parts)
+
+
+def model_grid(grid: tuple[int, ...] | None, config) -> tuple[int, ...] | None:
+    """A square grid typed as one number ("5" -> (5, 5)) means 5 in every dimension of a video model's (t, h, w) too."""
+    dims = len(config.patch_grid)
+    if grid is None or len(grid) == dims or len(set(grid)) != 1:
+        return grid
+    return (grid[0],) * dims
 
 
 def number_argument(convert: Callable[[str], float], is_allowed: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
@@ -65,9 +73,12 @@ THREADS_HELP = "torch CPU threads (default 0: automatic, the cores this process 
 
 def parse_image_size(text: str) -> tuple[int, int]:
     try:
-        return parse_grid(text)
+        size = parse_grid(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"image size must look like 224 or 224x320, got {text!r}") from None
+        size = ()
+    if len(size) != 2:
+        raise argparse.ArgumentTypeError(f"image size must look like 224 or 224x320, got {text!r}")
+    return size
 
 
 def model_name(text: str) -> str:
@@ -108,22 +119,24 @@ def cmd_flops(args: argparse.Namespace) -> None:
             print(f"| {name} | {column_text} | {paper:.1f} | {analytic:.2f} | {measured:.2f} | {100 * (analytic / paper - 1):+.1f}% |")
     if args.model:
         print("\nRequested models\n")
-        print("| model | image | grid | analytic GFLOPs | measured GFLOPs |")
+        print("| model | input | grid | analytic GFLOPs | measured GFLOPs |")
         print("|---|---|---|---|---|")
         for name in args.model:
             config = model_config(name)
             sizes = args.image_size or [config.img_size]
-            grids = (args.grid or [None]) if isinstance(config, LookupViTConfig) else [None]
+            grids = [model_grid(grid, config) for grid in args.grid or [None]] if isinstance(config, LookupViTConfig) else [None]
+            frames = (args.frames or config.num_frames) if hasattr(config, "num_frames") else None  # images have no frames
             for size in sizes:
+                shown_input = f"{size[0]}x{size[1]}" if frames is None else f"{frames} x {size[0]}x{size[1]}"
                 for grid in grids:
                     shown_grid = grid_label(grid or config.compressed_grid) if isinstance(config, LookupViTConfig) else "-"
                     try:
-                        analytic = analytic_flops(config, image_size=size, grid=grid) / 1e9
-                        measured = measured_flops(config, image_size=size, grid=grid) / 1e9
-                    except ValueError as error:
-                        print(f"| {name} | {size[0]}x{size[1]} | {shown_grid} | {error} | |")
+                        analytic = analytic_flops(config, image_size=size, grid=grid, num_frames=frames) / 1e9
+                        measured = measured_flops(config, image_size=size, grid=grid, num_frames=frames) / 1e9
+                    except (TypeError, ValueError) as error:
+                        print(f"| {name} | {shown_input} | {shown_grid} | {error} | |")
                         continue
-                    print(f"| {name} | {size[0]}x{size[1]} | {shown_grid} | {analytic:.2f} | {measured:.2f} |")
+                    print(f"| {name} | {shown_input} | {shown_grid} | {analytic:.2f} | {measured:.2f} |")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -201,11 +214,38 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({checked})")
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .models.convert import inflate_image_model, inflated_config, load_transformers_vivit
+    from .models.serialization import load_model, read_metadata, save_model
+
+    source = args.source_format or ("transformers-vivit" if Path(args.src).is_dir() else "image")
+    if source == "transformers-vivit":
+        if args.model is not None:
+            raise ValueError("--model names the video variant an image model is inflated into; a transformers ViViT converts as it is")
+        model, classes = load_transformers_vivit(args.src)
+        extra = {"classes": json.dumps(classes)}
+    else:
+        if args.model is None:
+            raise ValueError("--from image needs --model, the video variant to inflate into, e.g. --model lookupvivit_nano4")
+        image_model = load_model(args.src)
+        model = inflate_image_model(image_model, inflated_config(image_model.config, args.model), args.rule)
+        extra = read_metadata(args.src)  # class names and normalisation carry over; save_model rewrites config and checksum
+    save_model(model, args.out, extra=extra)
+    print(f"wrote {args.out}: {type(model).__name__} for {model.config.input_description()}, from {source} {args.src}")
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .experiments.reproduce import reproduce
 
     configure_threads(args.threads)
     print(f"report: {reproduce(args.budget, args.out, args.device, threads=args.threads)}")
+
+
+def cmd_motion(args: argparse.Namespace) -> None:
+    from .experiments.motion import run_motion
+
+    configure_threads(args.threads)
+    print(f"report: {run_motion(args.budget, args.out, args.device, threads=args.threads, seed=args.seed)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -240,7 +280,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if cast_weights:
         model.to(dtype)
     batches = evaluation_batches(args, model, normalization, classes)
-    rows = evaluate(model, batches, args.grid or [None], device, amp=dtype == torch.bfloat16 and not cast_weights)
+    grids = [model_grid(grid, model.config) for grid in args.grid or [None]]
+    rows = evaluate(model, batches, grids, device, amp=dtype == torch.bfloat16 and not cast_weights)
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
@@ -250,12 +291,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def evaluation_batches(args: argparse.Namespace, model, normalization, classes: list[str]):
     """`--data`: Fashion-MNIST's test split, the val split of an ImageNet-style tree or of shards (streamed,
-    resized and centre-cropped), or class folders."""
+    resized and centre-cropped), or class folders; for a video model, the val split of a video tree."""
     from .data import check_class_names, load_fashion_mnist, load_image_folder
     from .data.loader import EvalBatches, dataset_batches
     from .data.sources import ImageTreeSource, SubsetSource
     from .data.transforms import eval_transform
+    from .models.video import VideoInput
 
+    if isinstance(model, VideoInput):
+        return video_evaluation_batches(args, model, normalization, classes)
+    for option, value in (("--views", args.views), ("--frame-stride", args.frame_stride)):
+        if value is not None:
+            raise ValueError(f"{option} is for video models; {args.model} is a {type(model).__name__}, which takes images: leave {option} out")
     root = Path(args.data)
     if args.data != "fashion-mnist" and ((root / "val").is_dir() or any(root.glob("val-*.tar"))):
         if (root / "val").is_dir():
@@ -267,14 +314,60 @@ def evaluation_batches(args: argparse.Namespace, model, normalization, classes: 
         check_class_names(classes, source.classes, f"the model file {args.model}", where)
         if args.limit:
             source = SubsetSource(source, args.limit, seed=0)
-        transform = eval_transform(model.config.img_size[0], normalization.mean, normalization.std, args.crop_pct)
-        return EvalBatches(source, transform, args.batch_size, args.workers)
+        transform = eval_transform(model.config.img_size[0], normalization.mean, normalization.std, args.crop_pct or IMAGE_CROP_PCT)
+        return EvalBatches(source, transform, args.batch_size or IMAGE_BATCH, args.workers)
     if args.data == "fashion-mnist":
         dataset = load_fashion_mnist("test", args.data_root)
     else:
         dataset = load_image_folder(args.data, tuple(model.config.img_size), model.config.in_chans)
     check_class_names(classes, dataset.classes, f"the model file {args.model}", f"the data {args.data}")
-    return dataset_batches(dataset.subset(args.limit), normalization, args.batch_size)
+    return dataset_batches(dataset.subset(args.limit), normalization, args.batch_size or IMAGE_BATCH)
+
+
+IMAGE_CROP_PCT = 0.875  # `eval --crop-pct` for images: the short side to size / 0.875, then the centre crop
+IMAGE_BATCH, VIDEO_BATCH = 500, 8  # `eval --batch-size`: a video is views x frames images, so far fewer per forward pass
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """"4x3" -> (4, 3): temporal clips x spatial crops per video, ViViT's 12 views."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"views must look like TxS, temporal clips x spatial crops, e.g. 4x3 (ViViT) or 1x1, got {text!r}")
+    temporal, spatial = int(parts[0]), int(parts[1])
+    if temporal < 1:
+        raise argparse.ArgumentTypeError(f"the temporal views in {text!r} must be at least 1")
+    if spatial not in (1, 3):
+        raise argparse.ArgumentTypeError(f"the spatial views in {text!r} must be 1 (centre crop) or 3 (start, centre, end of the long side)")
+    return temporal, spatial
+
+
+def video_evaluation_batches(args: argparse.Namespace, model, normalization, classes: list[str]):
+    """`--data ROOT` for a video model: ROOT/val/<class>/<video>, every video as `--views` T x S clips of the
+    model's frames, `--frame-stride` apart (default: the model file's `frame_stride`, else 1), logits averaged."""
+    from .data import check_class_names
+    from .data.loader import EvalBatches
+    from .data.sources import SubsetSource
+    from .data.video import MultiViewClipTransform, VideoFolderSource
+    from .models.serialization import read_metadata
+
+    root, config = Path(args.data), model.config
+    if not (root / "val").is_dir():
+        raise FileNotFoundError(
+            f"{args.model} is a video model ({type(model).__name__}); --data must be a video tree with {root}/val/<class>/<video>, "
+            "e.g. one written by lookupvit.data.motion.write_motion_videos"
+        )
+    temporal, spatial = args.views or (1, 1)
+    metadata = read_metadata(args.model)
+    stride = args.frame_stride or int(metadata.get("frame_stride", 1))
+    source = VideoFolderSource(root, "val", config.num_frames, stride, config.in_chans, training=False, temporal_views=temporal)
+    check_class_names(classes, source.classes, f"the model file {args.model}", f"{root}/val")
+    if args.limit:
+        source = SubsetSource(source, args.limit, seed=0)
+    size = config.img_size[0]
+    # The short side goes where training put it (the file's clip_resize); without it, to the crop size (clip_transform's default).
+    resize = round(size / args.crop_pct) if args.crop_pct else int(metadata.get("clip_resize", size))
+    transform = MultiViewClipTransform(size, normalization.mean, normalization.std, spatial, resize)
+    return EvalBatches(source, transform, args.batch_size or VIDEO_BATCH, args.workers)
 
 
 def _load_image(path: str, model) -> torch.Tensor:
@@ -349,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     flops = commands.add_parser("flops", help="paper Table 1 side by side with our analytic and measured FLOPs")
     flops.add_argument("--model", nargs="+", type=model_name, help="registered model names, e.g. lookupvit_b16 vit_l16")
     flops.add_argument("--image-size", nargs="+", type=parse_image_size, help="e.g. 224 384 224x320")
-    flops.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids, e.g. 3 5 4x6")
+    flops.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids, e.g. 3 5 4x6, or (t, h, w) for video models: 8x9x9")
+    flops.add_argument("--frames", type=positive_int, help="clip length for video models (default: the model's num_frames)")
     flops.add_argument("--video", action="store_true", help="paper Table 4 instead: ViViT-B/16 and LookupViViT, in multiply-accumulates")
     flops.set_defaults(func=cmd_flops)
 
@@ -379,12 +473,30 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="model.onnx")
     export.set_defaults(func=cmd_export)
 
+    convert = commands.add_parser("convert", help="a transformers ViViT checkpoint, or an image model inflated into a video model, as a lookupvit model file")
+    convert.add_argument("src", help="a transformers checkpoint folder (config.json + model.safetensors or pytorch_model.bin), or an image model file of ours")
+    convert.add_argument("--out", required=True, help="the .safetensors model file to write")
+    convert.add_argument(
+        "--from", dest="source_format", choices=["transformers-vivit", "image"], help="what SRC is (default: a folder is transformers-vivit, a file an image model)"
+    )
+    convert.add_argument("--model", type=model_name, help="--from image: the video variant to inflate into, e.g. lookupvivit_nano4 or vivit_b16")
+    convert.add_argument("--rule", choices=["central", "average"], default="central", help="--from image: patch kernel at the central frame, or averaged over the tubelet")
+    convert.set_defaults(func=cmd_convert)
+
     reproduce = commands.add_parser("reproduce", help="the paper's claims at small scale: baselines, ablations, multi-res, robustness, few-shot")
     reproduce.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: minutes, checks the pipeline; full: the documented run (about 45 min on 2 cores)")
     reproduce.add_argument("--out", default="runs/reproduce", help="results folder; a rerun skips finished experiments and resumes training")
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     reproduce.set_defaults(func=cmd_reproduce)
+
+    motion = commands.add_parser("motion", help="the video job: LookupViViT vs ViViT on mp4 clips of moving items, where one frame is not enough")
+    motion.add_argument("--budget", choices=["quick", "full"], default="full", help="quick: a minute, checks the pipeline; full: the documented run")
+    motion.add_argument("--out", default="runs/motion", help="results folder; a rerun skips finished models and resumes training")
+    motion.add_argument("--seed", type=non_negative_int, default=0, help="seed of the videos (the runs use seed 0)")
+    motion.add_argument("--device", default="auto")
+    motion.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
+    motion.set_defaults(func=cmd_motion)
 
     train = commands.add_parser("train", help="train (or resume) a run; runs under torchrun for several processes")
     train.add_argument("--config", help="TOML file whose top-level keys are TrainConfig fields (see configs/)")
@@ -402,14 +514,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="top-1/top-5 of every head at every grid, with FLOPs")
     evaluate.add_argument("model", help="a .safetensors model file written by training")
     evaluate.add_argument(
-        "--data", default="fashion-mnist", help="fashion-mnist, an ImageNet-style tree (its val/ split, streamed) or an image folder root/<class>/<image>"
+        "--data",
+        default="fashion-mnist",
+        help="fashion-mnist, an ImageNet-style tree (its val/ split, streamed) or an image folder root/<class>/<image>; "
+        "for a video model a video tree (its val/<class>/<video> split)",
     )
     evaluate.add_argument("--workers", type=non_negative_int, default=0, help="decoding processes for a streamed tree (0: in this process)")
-    evaluate.add_argument("--crop-pct", type=crop_fraction, default=0.875, help="streamed tree: resize the short side to size / crop-pct, then centre-crop")
+    evaluate.add_argument(
+        "--crop-pct",
+        type=crop_fraction,
+        help=f"streamed tree: resize the short side to size / crop-pct, then centre-crop (default {IMAGE_CROP_PCT} for images; "
+        "video: to the model file's clip_resize, else to the model's size)",
+    )
+    evaluate.add_argument(
+        "--views",
+        type=parse_views,
+        help="video models: TxS views per video, T clips spaced evenly in time x S = 1 (centre) or 3 spatial crops, logits averaged; "
+        "ViViT evaluates 4x3 (default 1x1: the centred clip, centre crop)",
+    )
+    evaluate.add_argument(
+        "--frame-stride", type=positive_int, help="video models: frames between a clip's frames (default: the model file's frame_stride, else 1)"
+    )
     evaluate.add_argument("--data-root", help="folder holding the Fashion-MNIST files")
     evaluate.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids (default: the model's)")
-    evaluate.add_argument("--batch-size", type=positive_int, default=500)
-    evaluate.add_argument("--limit", type=positive_int, help="evaluate a random subset of this many images")
+    evaluate.add_argument("--batch-size", type=positive_int, help=f"images per forward pass (default {IMAGE_BATCH}), or videos (default {VIDEO_BATCH}; each runs all its views)")
+    evaluate.add_argument("--limit", type=positive_int, help="evaluate a random subset of this many images (or videos)")
     evaluate.add_argument("--json", help="also write the rows as JSON here")
     evaluate.add_argument("--plot", help="also draw accuracy vs FLOPs to this PNG")
     evaluate.add_argument("--device", default="auto")

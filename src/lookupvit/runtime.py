@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -75,3 +77,13 @@ def parse_precision(name: str) -> tuple[torch.dtype, bool]:
     """"bf16" is autocast to bfloat16; "bf16-weights" the model itself cast to it. -> (dtype, cast_weights)"""
     dtype_name = name.removesuffix("-weights")
     return parse_dtype(dtype_name), dtype_name != name
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), for speed figures: they mean little without it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"

@@ -66,6 +66,10 @@ class Normalization:
         std = torch.as_tensor(self.std, dtype=images_unit.dtype, device=images_unit.device).view(-1, 1, 1)
         return (images_unit - mean) / std
 
+    def normalize_clips(self, clips_unit: Tensor) -> Tensor:
+        """Video clips (..., C, T, H, W) in [0, 1] to model inputs (channels come before time in a clip)."""
+        return self.normalize(clips_unit.transpose(-4, -3)).transpose(-4, -3)
+
     def to_json(self) -> list:
         return [self.mean, self.std]
 

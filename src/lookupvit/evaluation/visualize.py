@@ -92,3 +92,29 @@ def plot_attention_maps(model: LookupViT, images: Tensor, display: Tensor, grids
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def plot_video_attention(model: LookupViT, clips: Tensor, display: Tensor, grid, path: str | Path, labels: list[str] | None = None) -> None:
+    """Attention strips: a row per clip, a column per lookup time step, the last layer's l->p map over that step's first frame.
+
+    `clips` are the normalised inputs (B, C, T, H, W) of a LookupViViT; `display` the same clips in [0, 1].
+    """
+    plt = _pyplot()
+    maps, resolved = lookup_attention_maps(model, clips, grid)  # (layers, B, t, h, w)
+    last = maps[-1]
+    steps, frames_per_step = last.shape[1], clips.shape[2] // last.shape[1]
+    figure, axes = plt.subplots(len(clips), steps, figsize=(1.5 * steps, 1.6 * len(clips)), dpi=110, squeeze=False)
+    for row in range(len(clips)):
+        for step in range(steps):
+            frame = display[row, :, step * frames_per_step].permute(1, 2, 0).cpu()
+            frame = (frame.squeeze(-1) if frame.shape[-1] == 1 else frame).numpy()
+            heat = F.interpolate(last[row, step][None, None], size=frame.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            axes[row, step].imshow(frame, cmap="gray" if frame.ndim == 2 else None)
+            axes[row, step].imshow(heat.cpu().numpy(), cmap="jet", alpha=0.45)
+            axes[row, step].axis("off")
+            title = f"frames {step * frames_per_step}-{(step + 1) * frames_per_step - 1}"
+            axes[row, step].set_title(f"{labels[row]}: {title}" if labels and step == 0 else title, fontsize=7)
+    figure.suptitle(f"LookupViViT l->p attention at grid {grid_label(resolved)}, last layer, over time", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

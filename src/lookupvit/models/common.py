@@ -10,7 +10,7 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor
 
-from ..layers import Linear, PatchEmbed, init_weights, resize_tokens
+from ..layers import MLP_ACTIVATIONS, Linear, PatchEmbed, init_weights, resize_tokens
 
 
 def as_grid(value: int | tuple[int, ...] | list[int], name: str = "grid", dims: int = 2) -> tuple[int, ...]:
@@ -69,6 +69,10 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     drop_path_rate: float = 0.0
+    # True: a learned class token is prepended and the head reads it (transformers' ViViT, the
+    # original ViT) instead of the token mean; the position embedding then has one row more, first.
+    class_token: bool = False
+    mlp_activation: str = "gelu"  # "gelu_tanh": the tanh approximation, for converted weights trained with it
 
     def __post_init__(self) -> None:
         self.img_size = as_grid(self.img_size, "img_size")
@@ -76,6 +80,12 @@ class ViTConfig:
             check_count(name, getattr(self, name))
         check_positive_number("mlp_ratio", self.mlp_ratio)
         check_switch("qkv_bias", self.qkv_bias)
+        check_switch("class_token", self.class_token)
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            raise ValueError(
+                f"mlp_activation must be one of {tuple(MLP_ACTIVATIONS)}, got {self.mlp_activation!r}; "
+                "transformers' gelu_fast, gelu_new and gelu_pytorch_tanh are all 'gelu_tanh'"
+            )
         check_fraction("drop_path_rate", self.drop_path_rate, 0, 1, high_allowed=False)  # 1 would drop every block
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
@@ -140,12 +150,18 @@ def init_position_embedding(num_tokens: int, dim: int) -> torch.nn.Parameter:
     return torch.nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)
 
 
+OPTION_DEFAULTS = {"class_token": False, "mlp_activation": "gelu"}  # ViTConfig options not every architecture implements
+
+
 class PatchModel(torch.nn.Module):
     """The patch stem every model here shares: patch embedding plus a learned position embedding."""
 
     config: ViTConfig
     grad_checkpointing: bool = False
     input_name = "image"  # what one input is called in error messages; video models say "clip"
+    # Config options beyond the plain model that this architecture implements; the others must keep
+    # their defaults (OPTION_DEFAULTS), or the config would promise what the forward pass silently ignores.
+    supported_options: frozenset[str] = frozenset()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of keeping its activations (timm's API).
@@ -163,9 +179,25 @@ class PatchModel(torch.nn.Module):
         return block(*inputs)
 
     def init_patch_stem(self, config: ViTConfig) -> None:
-        """Conv2d patches for images, Conv3d tubelets for video: the config's `patch_kernel` decides."""
+        """Conv2d patches for images, Conv3d tubelets for video: the config's `patch_kernel` decides.
+
+        With `config.class_token` the class token is a parameter of its own and the position
+        embedding's first row is its position, as in transformers' ViT and ViViT.
+        """
+        self.refuse_unsupported_options(config)
         self.patch_embed = PatchEmbed(config.patch_kernel, config.in_chans, config.embed_dim)
-        self.pos_embed = init_position_embedding(math.prod(config.patch_grid), config.embed_dim)
+        class_rows = 1 if config.class_token else 0
+        self.pos_embed = init_position_embedding(class_rows + math.prod(config.patch_grid), config.embed_dim)
+        # Zeros as in big_vision and transformers: its position row gives the class token its first value.
+        self.cls_token = torch.nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if config.class_token else None
+
+    def refuse_unsupported_options(self, config: ViTConfig) -> None:
+        for name, default in OPTION_DEFAULTS.items():
+            if name not in self.supported_options and getattr(config, name) != default:
+                raise ValueError(
+                    f"{type(self).__name__} does not implement {name}={getattr(config, name)!r} (only ViT and ViViT have a "
+                    f"class token; ViT, LookupViT and their video models take mlp_activation); set {name}={default!r}"
+                )
 
     def check_input(self, images: object) -> None:
         check_images(images, self.config.in_chans, self.config.patch_size)
@@ -173,12 +205,21 @@ class PatchModel(torch.nn.Module):
     def embed_patches(self, images: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """Checked images (B, C, H, W) or clips (B, C, T, H, W) -> tokens with position embedding (B, N, D) and their grid.
 
-        At another image size (or clip length) than the config's, the position embedding is
-        resampled to the grid, separably over its 2 (or 3) dimensions.
+        At another image size (or clip length) than the config's, the patch rows of the position
+        embedding are resampled to the grid, separably over its 2 (or 3) dimensions. With a class
+        token the tokens are (B, 1 + N, D), class token first; its position row is never resampled,
+        since it belongs to no place in the grid.
         """
         self.check_input(images)
         tokens, grid = self.patch_embed(images)
-        return tokens + resize_tokens(self.pos_embed, self.config.patch_grid, grid), grid
+        class_rows = 1 if self.cls_token is not None else 0
+        patch_positions = self.pos_embed[:, class_rows:]
+        tokens = tokens + resize_tokens(patch_positions, self.config.patch_grid, grid)
+        if self.cls_token is not None:
+            # shape[0], not len(): torch.export keeps a size read from .shape symbolic (a dynamic batch in ONNX)
+            class_token = (self.cls_token + self.pos_embed[:, :1]).to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([class_token, tokens], dim=1)
+        return tokens, grid
 
 
 class SingleHeadClassifier(PatchModel):
@@ -192,7 +233,7 @@ class SingleHeadClassifier(PatchModel):
         return self.config.embed_dim
 
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed"}
+        return {"pos_embed", "cls_token"} if self.cls_token is not None else {"pos_embed"}
 
     def reset_classifier(self, num_classes: int) -> None:
         self.config.num_classes = num_classes

@@ -67,6 +67,7 @@ def analytic_flops(
     position-embedding resample. The baselines reuse the same terms: TokenLearner's blocks run on N
     tokens, then on S; the Perceiver's L latents gather from the N patch tokens in every block.
     The video models are the same sums over N = t h w tubelet tokens, with a Conv3d embedding.
+    A ViT (or ViViT) with a class token runs its blocks on N + 1 tokens.
     """
     dim, depth = config.embed_dim, config.depth
     lookup_grid = _lookup_grid(config, image_size, num_frames)
@@ -111,8 +112,8 @@ def analytic_flops(
         latents = config.num_latents
         macs += depth * (_cross_attention_macs(latents, num_lookup, dim) + _vit_block_macs(latents, dim, mlp_hidden))
         macs += dim * config.num_classes
-    else:
-        macs += depth * _vit_block_macs(num_lookup, dim, mlp_hidden)
+    else:  # ViT: a class token is one more token in every block (its position row is not resampled)
+        macs += depth * _vit_block_macs(num_lookup + (1 if config.class_token else 0), dim, mlp_hidden)
         macs += dim * config.num_classes
     return 2 * macs
 

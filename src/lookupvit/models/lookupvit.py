@@ -38,6 +38,13 @@ class LookupViTConfig(ViTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.class_token:
+            # One token would have to be both compressed (refined by the heavy block) and lookup
+            # (updated through A^T); the paper's two heads average-pool their own tokens instead.
+            raise ValueError(
+                "LookupViT has no class token: its two heads average-pool the compressed and the lookup tokens; "
+                "set class_token=False (a class-token model is ViT / ViViT)"
+            )
         lookup_grid = self.patch_grid
         self.compressed_grid = as_grid(self.compressed_grid, "compressed_grid", len(lookup_grid))
         if not grid_fits(self.compressed_grid, lookup_grid):
@@ -64,17 +71,27 @@ class LookupViTBlock(nn.Module):
     tokens pass through unchanged.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, lookup_mlp_ratio: float, qkv_bias: bool, drop_path: float, infuse: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        lookup_mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: float,
+        infuse: bool = True,
+        mlp_activation: str = "gelu",
+    ):
         super().__init__()
         self.infuse = infuse
         self.gather_norm_compressed = nn.LayerNorm(dim, eps=1e-6)
         self.gather_norm_lookup = nn.LayerNorm(dim, eps=1e-6)
         self.cross_attn = BidirectionalCrossAttention(dim, num_heads, qkv_bias, infuse)
-        self.compressed_block = ViTBlock(dim, num_heads, mlp_ratio, qkv_bias, drop_path)
+        self.compressed_block = ViTBlock(dim, num_heads, mlp_ratio, qkv_bias, drop_path, mlp_activation)
         if infuse:
             self.infuse_norm = nn.LayerNorm(dim, eps=1e-6)
             self.lookup_mlp_norm = nn.LayerNorm(dim, eps=1e-6)
-            self.lookup_mlp = Mlp(dim, int(dim * lookup_mlp_ratio))
+            self.lookup_mlp = Mlp(dim, int(dim * lookup_mlp_ratio), mlp_activation)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -114,6 +131,8 @@ class LookupViT(PatchModel):
     compressed ones.
     """
 
+    supported_options = frozenset({"mlp_activation"})
+
     def __init__(self, config: LookupViTConfig):
         super().__init__()
         self.config = config
@@ -127,9 +146,12 @@ class LookupViT(PatchModel):
         )
         rates = drop_path_rates(config.drop_path_rate, config.depth)
         if config.use_lookup_tokens:
-            blocks = [LookupViTBlock(dim, config.num_heads, config.mlp_ratio, config.lookup_mlp_ratio, config.qkv_bias, rate, config.infuse) for rate in rates]
+            blocks = [
+                LookupViTBlock(dim, config.num_heads, config.mlp_ratio, config.lookup_mlp_ratio, config.qkv_bias, rate, config.infuse, config.mlp_activation)
+                for rate in rates
+            ]
         else:
-            blocks = [ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate) for rate in rates]
+            blocks = [ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate, config.mlp_activation) for rate in rates]
         self.blocks = nn.ModuleList(blocks)
         self.norm_compressed = nn.LayerNorm(dim, eps=1e-6)
         self.head_compressed = Linear(dim, config.num_classes)

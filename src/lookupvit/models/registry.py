@@ -7,7 +7,9 @@ paper's 14x14 lookup grid); override `in_chans`/`num_classes` for other data.
 
 The video models lookupvivit and vivit come in two sizes: `b16`, the paper's Table 4 setup (32 frames
 of 224 px, tubelets 2x16x16, Kinetics-400's 400 classes), and `nano4` for CPU tests (16 frames of
-28 px, tubelets 2x4x4, 1 channel, 10 classes).
+28 px, tubelets 2x4x4, 1 channel, 10 classes). They average-pool, as the paper's models do; the ViT
+family also takes `class_token=True` and `mlp_activation="gelu_tanh"`, which is how transformers' ViViT
+checkpoints load (`models.convert`).
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ def model_config(name: str, **overrides) -> ViTConfig:
     if unknown:
         raise TypeError(f"{name} has no setting(s) {unknown}; valid settings: {sorted(known)}")
     return config_cls(**{**fields, **overrides})
+
+
+def is_video_model(name: str) -> bool:
+    """Whether a registered name is a video model (it takes clips (B, C, T, H, W)); False for unknown names."""
+    return name in VARIANTS and VARIANTS[name][0] in VIDEO_ARCHITECTURES
 
 
 def build_model(config: ViTConfig) -> nn.Module:

@@ -8,8 +8,11 @@ antialiased resize, now over three dimensions, from the lookup grid (t, h, w) to
 grid (tp, hp, wp). So the model classes below only change the config (3-D grids, Conv3d kernel)
 and the input check; forward_features is inherited.
 
-Note for a later step: real ViViT checkpoints (google/vivit-b-16x2-kinetics400) classify from a
-class token; loading them needs a class-token option and a weight converter, not implemented here.
+Real checkpoints: transformers' ViViT (google/vivit-b-16x2-kinetics400) classifies from a class
+token with the tanh GELU; `ViViTConfig(class_token=True, mlp_activation="gelu_tanh")` is that
+model, and `models.convert.vivit_from_transformers` loads its weights (`lookupvit convert` on the
+command line). `models.convert.inflate_image_model` starts a video model from a trained image model
+(ViViT's central-frame or averaged kernel inflation).
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class LookupViViT(VideoInput, LookupViT):
 
 
 class ViViT(VideoInput, ViT):
-    """ViViT's spatio-temporal encoder: ViT blocks on all t x h x w tubelet tokens, global-average-pool head."""
+    """ViViT's spatio-temporal encoder: ViT blocks on all t x h x w tubelet tokens, global-average-pool or class-token head."""
 
     def __init__(self, config: ViViTConfig):
         super().__init__(config)

@@ -20,7 +20,7 @@ from ..data import FASHION_MNIST_CLASSES
 from ..data.augment import AugmentConfig
 from ..data.transforms import RANDAUGMENT_PRESETS
 from ..models import LookupViTConfig, ViTConfig
-from ..models.registry import model_config
+from ..models.registry import is_video_model, model_config
 
 
 @dataclass
@@ -67,7 +67,7 @@ class TrainConfig:
     eval_batch_size: int = 500
     device: str = "auto"
     # streamed layouts (imagenet, shards): DataLoader workers and the per-image transforms (data/transforms.py)
-    layout: str = "auto"  # "auto", "class-folders", "imagenet" (root/train|val/<class>/<image>) or "shards" (root/{train,val}-*.tar)
+    layout: str = "auto"  # "auto", "class-folders", "imagenet" (root/train|val/<class>/<image>), "shards" (root/{train,val}-*.tar) or "videos"
     workers: int = 0  # decoding processes per training process (0: decode in the training process)
     normalization: str = "dataset"  # "dataset" (statistics of a seeded sample), "inception" ([-1, 1]) or "imagenet"
     crop_scale: list = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop's range of the image area
@@ -75,6 +75,10 @@ class TrainConfig:
     randaugment: str = "none"  # AugReg preset: none, light1, light2, medium1, medium2, strong1, strong2
     random_erasing: float = 0.0  # probability of erasing one rectangle (after normalisation)
     threads: int = 0  # torch CPU threads per process; 0: the cores this process may use, shared among torchrun's local processes
+    # video models (lookupvivit, vivit) on the "videos" layout, root/{train,val}/<class>/<video>; clips have the model's num_frames
+    frame_stride: int = 1  # frames between the clip's frames, in training and evaluation (ViViT's stride)
+    video_channels: int = 3  # decode videos as RGB (3) or grey (1)
+    clip_flip: bool = False  # random horizontal flips of training clips; off by default: a flip turns "moving left" into "moving right"
 
     def __post_init__(self) -> None:
         # Every value is checked here, before any data is read, so a typo fails at once with the key's name.
@@ -128,9 +132,9 @@ def is_number(value: object) -> bool:
 
 
 def is_grid(value: object) -> bool:
-    """A compressed grid: a positive int (square) or an [h, w] pair of them."""
+    """A compressed grid: a positive int (the same in every dimension), an [h, w] pair or a video's [t, h, w] triple."""
     if isinstance(value, (list, tuple)):
-        return len(value) == 2 and all(is_whole(side) and side >= 1 for side in value)
+        return len(value) in (2, 3) and all(is_whole(side) and side >= 1 for side in value)
     return is_whole(value) and value >= 1
 
 
@@ -178,7 +182,8 @@ SWITCH: Check = ("true or false", lambda value: isinstance(value, bool))
 TEXT: Check = ("a non-empty string", lambda value: isinstance(value, str) and value != "")
 OPTIONAL_TEXT: Check = ("a string or absent (none)", lambda value: value is None or isinstance(value, str))
 TABLE: Check = ("a table of settings, e.g. {drop_path_rate = 0.1}", lambda value: isinstance(value, dict))
-GRIDS: Check = ("a non-empty list of positive whole numbers or [h, w] pairs of them", is_grid_list)
+LAYOUTS = ("auto", "class-folders", "imagenet", "shards", "videos")
+GRIDS: Check = ("a non-empty list of positive whole numbers, [h, w] pairs or (video) [t, h, w] triples of them", is_grid_list)
 
 FIELD_CHECKS: dict[str, Check] = {
     "model": ("a registered model name, e.g. 'lookupvit_nano4'", lambda value: isinstance(value, str)),
@@ -221,7 +226,7 @@ FIELD_CHECKS: dict[str, Check] = {
     "eval_batch_size": whole_number(1),
     "device": ("'auto' or a torch device such as 'cpu', 'cuda' or 'cuda:1'", is_device),
     "threads": ("a whole number >= 0 (0: automatic)", lambda value: is_whole(value) and value >= 0),
-    "layout": ("one of 'auto', 'class-folders', 'imagenet', 'shards'", lambda value: value in ("auto", "class-folders", "imagenet", "shards")),
+    "layout": ("one of " + ", ".join(map(repr, LAYOUTS)), lambda value: value in LAYOUTS),
     "workers": whole_number(0),
     "normalization": ("one of 'dataset', 'inception', 'imagenet'", lambda value: value in ("dataset", "inception", "imagenet")),
     "crop_scale": (
@@ -231,6 +236,9 @@ FIELD_CHECKS: dict[str, Check] = {
     "crop_pct": ("a number in (0, 1]", lambda value: is_number(value) and 0 < value <= 1),
     "randaugment": (f"one of {sorted(RANDAUGMENT_PRESETS)}", lambda value: value in RANDAUGMENT_PRESETS),
     "random_erasing": PROBABILITY,
+    "frame_stride": whole_number(1),
+    "video_channels": ("1 (grey) or 3 (RGB)", lambda value: is_whole(value) and value in (1, 3)),
+    "clip_flip": SWITCH,
 }
 
 # AugmentConfig's values; a field added there without an entry here is checked against its default's type.
@@ -284,7 +292,7 @@ def check_model_name_and_args(model: str, model_args: dict) -> None:
 
 
 def run_image_size(config: TrainConfig) -> int:
-    """The side of the square images the run trains on: Fashion-MNIST is 28x28, image folders are resized to image_size."""
+    """The side of the square images (video frames) the run trains on: Fashion-MNIST is 28x28, folders are resized to image_size."""
     return 28 if config.dataset == "fashion-mnist" else config.image_size
 
 
@@ -294,8 +302,8 @@ def run_model_config(config: TrainConfig) -> ViTConfig:
     data_args: dict = {"img_size": (size, size)}
     if config.dataset == "fashion-mnist":
         data_args.update(in_chans=1, num_classes=len(config.classes or FASHION_MNIST_CLASSES))
-    else:  # image folders are read as RGB; their class count is only known from the folder
-        data_args["in_chans"] = 3
+    else:  # image folders are read as RGB, videos as video_channels; the class count is only known from the folder
+        data_args["in_chans"] = config.video_channels if is_video_model(config.model) else 3
         if config.classes:
             data_args["num_classes"] = len(config.classes)
     try:
@@ -304,13 +312,37 @@ def run_model_config(config: TrainConfig) -> ViTConfig:
         raise ValueError(f"model {config.model!r} cannot be built for {size}x{size} images with model_args {config.model_args}: {error}") from None
 
 
-def check_grids_fit(key: str, grids: list, lookup_grid: tuple[int, int], model_text: str) -> None:
-    for grid in grids:
-        height, width = (grid, grid) if is_whole(grid) else grid
-        if height > lookup_grid[0] or width > lookup_grid[1]:
+# Settings of video runs only, at their defaults: an image run would silently ignore them.
+VIDEO_DEFAULTS = {"frame_stride": 1, "video_channels": 3, "clip_flip": False}
+
+
+def check_layout_fits_model(config: TrainConfig) -> None:
+    """Video models train on video trees and image models on images; say so before any data is read."""
+    if is_video_model(config.model):
+        if config.dataset == "fashion-mnist" or config.layout not in ("auto", "videos"):
             raise ValueError(
-                f"{key} entry {grid!r} is larger than the {lookup_grid[0]}x{lookup_grid[1]} lookup grid of {model_text}; "
-                f"{key} entries must lie between 1 and {lookup_grid[0]}x{lookup_grid[1]}, got {grids!r}"
+                f"{config.model} is a video model: it trains on a video tree, dataset=<root> with root/train/<class>/<video> "
+                f"and root/val/<class>/<video> (layout 'videos'), not on {config.dataset!r} with layout {config.layout!r}"
+            )
+        return
+    if config.layout == "videos":
+        raise ValueError(f"layout 'videos' needs a video model (lookupvivit_*, vivit_*), got the image model {config.model!r}")
+    changed = sorted(key for key, default in VIDEO_DEFAULTS.items() if getattr(config, key) != default)
+    if changed:
+        raise ValueError(f"{changed} apply to video models only; {config.model!r} is an image model. Remove them")
+
+
+def check_grids_fit(key: str, grids: list, lookup_grid: tuple[int, ...], model_text: str) -> None:
+    limit = "x".join(map(str, lookup_grid))
+    for grid in grids:
+        sides = (grid,) * len(lookup_grid) if is_whole(grid) else tuple(grid)
+        if len(sides) != len(lookup_grid):
+            shape = "[t, h, w] triples" if len(lookup_grid) == 3 else "[h, w] pairs"
+            raise ValueError(f"{key} entry {grid!r} has {len(sides)} sides, but {model_text} has a {limit} lookup grid: use whole numbers or {shape}")
+        if any(side > lookup for side, lookup in zip(sides, lookup_grid)):
+            raise ValueError(
+                f"{key} entry {grid!r} is larger than the {limit} lookup grid of {model_text}; "
+                f"{key} entries must lie between 1 and {limit}, got {grids!r}"
             )
 
 
@@ -320,6 +352,7 @@ def check_model_settings(config: TrainConfig) -> None:
     eval_grids larger than the lookup grid are skipped at evaluation (training.engine.evaluation_grids), so
     they are not checked here. ViT-like models have no compressed grid and ignore grids.
     """
+    check_layout_fits_model(config)
     model = run_model_config(config)
     if isinstance(model, LookupViTConfig):
         size = run_image_size(config)

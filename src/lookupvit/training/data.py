@@ -5,7 +5,9 @@ Layouts (`layout`, "auto" picks by what is on disk):
   at one size and augmented in batches on the training device (data/augment.py);
 - "imagenet" (root/train/<class>/<image>, root/val/<class>/<image>) and "shards" (tar shards in the
   WebDataset layout): decoded and transformed image by image in DataLoader workers, so memory does
-  not grow with the dataset (data/transforms.py).
+  not grow with the dataset (data/transforms.py);
+- "videos" (root/train/<class>/<video>, root/val/<class>/<video>), for the video models: clips of the
+  model's num_frames, frame_stride apart, decoded and transformed in the workers too (data/video.py).
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ from ..data.datasets import channel_statistics
 from ..data.loader import BatchPlan, EvalBatches, InMemoryTrainingBatches, StreamedTrainingBatches, dataset_batches
 from ..data.sources import CorruptImage, InMemorySource, SubsetSource, open_image_tree
 from ..data.transforms import NORMALIZATIONS, eval_transform, train_transform, unnormalized_eval_transform
-from .config import TrainConfig
+from ..data.video import clip_transform, open_video_tree
+from ..models.registry import is_video_model
+from .config import TrainConfig, run_model_config
 
-STREAMED_LAYOUTS = ("imagenet", "shards")
+STREAMED_LAYOUTS = ("imagenet", "shards", "videos")
 # Images decoded to compute "dataset" normalisation statistics of a streamed training set.
 STATISTICS_SAMPLE = 1000
 
 
 def resolve_layout(config: TrainConfig) -> str:
+    if is_video_model(config.model):
+        return "videos"  # training.config refuses any other layout for a video model
     if config.dataset == "fashion-mnist":
         return "fashion-mnist"
     if config.layout != "auto":
@@ -74,6 +80,9 @@ def open_streamed_sources(config: TrainConfig, layout: str):
         raise ValueError(f"classes= selects classes of in-memory datasets only; the {layout} layout streams every class it finds")
     if layout == "imagenet":
         train_source, test_source = open_image_tree(config.dataset)
+    elif layout == "videos":
+        num_frames = run_model_config(config).num_frames
+        train_source, test_source = open_video_tree(config.dataset, num_frames, config.frame_stride, config.video_channels)
     else:
         from ..data.shards import open_shards
 
@@ -91,7 +100,7 @@ class RunData:
     train: object  # a source (data/sources.py)
     test: object
     normalization: Normalization
-    image_shape: tuple[int, int, int]  # (C, H, W) the model takes
+    image_shape: tuple[int, ...]  # what one input is: (C, H, W) images, or (C, T, H, W) clips for the video models
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -101,14 +110,25 @@ class RunData:
     def streamed(self) -> bool:
         return self.layout in STREAMED_LAYOUTS
 
+    def model_args(self) -> dict:
+        """The model settings the data decides: input size, channels and classes (clip length comes from the model)."""
+        return {"img_size": tuple(self.image_shape[-2:]), "in_chans": self.image_shape[0], "num_classes": len(self.classes)}
+
+    def transform(self, training: bool):
+        """The per-sample transform of a streamed layout: images (data/transforms.py) or clips (data/video.py)."""
+        config, mean, std = self.config, self.normalization.mean, self.normalization.std
+        if self.layout == "videos":
+            resize = round(config.image_size / config.crop_pct)
+            return clip_transform(config.image_size, mean, std, training, flip=training and config.clip_flip, resize=resize)
+        if training:
+            return train_transform(config.image_size, mean, std, tuple(config.crop_scale), config.randaugment, config.random_erasing)
+        return eval_transform(config.image_size, mean, std, config.crop_pct)
+
     def training_batches(self, plan: BatchPlan, start_step: int, total_steps: int, device: torch.device):
         config = self.config
         if not self.streamed:
             return InMemoryTrainingBatches(self.train.dataset, self.normalization, config.augment_config(), plan, start_step, total_steps, device)
-        transform = train_transform(
-            config.image_size, self.normalization.mean, self.normalization.std, tuple(config.crop_scale), config.randaugment, config.random_erasing
-        )
-        return StreamedTrainingBatches(self.train, transform, plan, start_step, total_steps, config.workers, pin_memory=device.type == "cuda")
+        return StreamedTrainingBatches(self.train, self.transform(training=True), plan, start_step, total_steps, config.workers, pin_memory=device.type == "cuda")
 
     def evaluation_batches(self, device: torch.device):
         """A fresh iterable over the evaluation set per call (a streamed one keeps its workers)."""
@@ -116,8 +136,7 @@ class RunData:
         if not self.streamed:
             return dataset_batches(self.test.dataset, self.normalization, config.eval_batch_size)
         if not hasattr(self, "_eval_batches"):
-            transform = eval_transform(config.image_size, self.normalization.mean, self.normalization.std, config.crop_pct)
-            self._eval_batches = EvalBatches(self.test, transform, config.eval_batch_size, config.workers, pin_memory=device.type == "cuda")
+            self._eval_batches = EvalBatches(self.test, self.transform(training=False), config.eval_batch_size, config.workers, pin_memory=device.type == "cuda")
         return self._eval_batches
 
 
@@ -130,6 +149,8 @@ def open_run_data(config: TrainConfig, normalization: Normalization | None = Non
     layout = resolve_layout(config)
     if layout in STREAMED_LAYOUTS:
         in_memory_only = sorted(set(config.augment) - BATCH_MIXING)
+        if layout == "videos":
+            check_no_image_transform_settings(config)
         if in_memory_only:
             raise ValueError(
                 f"augment settings {in_memory_only} apply to in-memory datasets only; the {layout} layout is augmented by "
@@ -137,6 +158,8 @@ def open_run_data(config: TrainConfig, normalization: Normalization | None = Non
             )
         train_source, test_source = open_streamed_sources(config, layout)
         image_shape = (3, config.image_size, config.image_size)
+        if layout == "videos":
+            image_shape = (config.video_channels, train_source.num_frames, config.image_size, config.image_size)
     else:
         check_no_streaming_settings(config, layout)
         train_set, test_set = load_datasets(config)
@@ -150,12 +173,26 @@ def open_run_data(config: TrainConfig, normalization: Normalization | None = Non
 STREAMING_DEFAULTS = {"workers": 0, "randaugment": "none", "random_erasing": 0.0, "crop_scale": [0.08, 1.0], "crop_pct": 0.875}
 
 
-def check_no_streaming_settings(config: TrainConfig, layout: str) -> None:
+def _changed_from(config: TrainConfig, defaults: dict) -> list[str]:
     def value(key: str):
         setting = getattr(config, key)
         return list(setting) if isinstance(setting, tuple) else setting
 
-    changed = sorted(key for key, default in STREAMING_DEFAULTS.items() if value(key) != default)
+    return sorted(key for key, default in defaults.items() if value(key) != default)
+
+
+def check_no_image_transform_settings(config: TrainConfig) -> None:
+    """Clips get one crop (and, with clip_flip, a flip) for all frames; the per-image augmentations do not apply."""
+    changed = _changed_from(config, {key: STREAMING_DEFAULTS[key] for key in ("randaugment", "random_erasing", "crop_scale")})
+    if changed:
+        raise ValueError(
+            f"{changed} are image augmentations; video clips are augmented by a random crop after resizing the short side to "
+            "image_size / crop_pct, clip_flip and augment.mixup_alpha / cutmix_alpha. Remove them"
+        )
+
+
+def check_no_streaming_settings(config: TrainConfig, layout: str) -> None:
+    changed = _changed_from(config, STREAMING_DEFAULTS)
     if changed:
         raise ValueError(
             f"{changed} apply to streamed layouts (imagenet, shards) only; the {layout} data is in memory and augmented by "
@@ -172,8 +209,12 @@ def run_normalization(config: TrainConfig, train_source, channels: int) -> Norma
         return Normalization(mean, std)
     if not train_source.streamed:
         return dataset_normalization(train_source.dataset, config.seed)
-    transform = unnormalized_eval_transform(config.image_size, config.crop_pct)
-    picks = torch.randperm(len(train_source), generator=torch.Generator().manual_seed(config.seed))[:STATISTICS_SAMPLE]
+    if hasattr(train_source, "num_frames"):  # clips: the statistics of their frames, as one crop would show them
+        transform = clip_transform(config.image_size, (0.0,) * channels, (1.0,) * channels, training=False, resize=round(config.image_size / config.crop_pct))
+        sample = STATISTICS_SAMPLE // 5  # a clip decodes a whole video
+    else:
+        transform, sample = unnormalized_eval_transform(config.image_size, config.crop_pct), STATISTICS_SAMPLE
+    picks = torch.randperm(len(train_source), generator=torch.Generator().manual_seed(config.seed))[:sample]
     images = []
     for index in picks.tolist():
         try:

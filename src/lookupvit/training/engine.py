@@ -48,14 +48,16 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def build_model_for(config: TrainConfig, data: RunData) -> nn.Module:
-    channels, height, width = data.image_shape
-    args = {"img_size": (height, width), "in_chans": channels, "num_classes": len(data.classes), **config.model_args}
-    return create_model(config.model, **args)
+    return create_model(config.model, **{**data.model_args(), **config.model_args})
 
 
 def model_metadata(data: RunData) -> dict[str, str]:
-    """What `predict` needs besides the weights: class names and input preprocessing."""
-    return {"classes": json.dumps(list(data.classes)), "normalization": json.dumps(data.normalization.to_json())}
+    """What `predict` and `eval` need besides the weights: class names and input preprocessing (for video, the frame stride)."""
+    metadata = {"classes": json.dumps(list(data.classes)), "normalization": json.dumps(data.normalization.to_json())}
+    if data.layout == "videos":
+        metadata["frame_stride"] = str(data.config.frame_stride)
+        metadata["clip_resize"] = str(round(data.config.image_size / data.config.crop_pct))  # the short side before the crop
+    return metadata
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,9 +154,10 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
 # --------------------------------------------------------------------------------------------
 
 
-def grid_for_step(grids: list, seed: int, step: int) -> tuple[int, int]:
+def grid_for_step(grids: list, seed: int, step: int, dims: int = 2) -> tuple[int, ...]:
+    """The compressed grid of `step`, drawn uniformly from `grids`; a whole number g is g in each of the `dims` dimensions."""
     choice = grids[random.Random(step_seed(seed, step, 1)).randrange(len(grids))]
-    return (choice, choice) if isinstance(choice, int) else tuple(choice)
+    return (choice,) * dims if isinstance(choice, int) else tuple(choice)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +287,7 @@ class Trainer:
         """One optimizer step over the global batch of `step` -> (loss, gradient norm, grid)."""
         config = self.config
         self.model.train()
-        grid = grid_for_step(config.grids, config.seed, step) if self.is_lookup else None
+        grid = grid_for_step(config.grids, config.seed, step, len(self.model.config.patch_grid)) if self.is_lookup else None
         self.optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for micro in range(config.accum_steps):
@@ -403,10 +406,16 @@ def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
     if not isinstance(model, LookupViT):
         return [None]
     lookup_grid = model.config.patch_grid
+    dims = len(lookup_grid)
+
+    def sides(grid) -> tuple[int, ...]:
+        return (grid,) * dims if isinstance(grid, int) else tuple(grid)
+
     grids = [g if isinstance(g, int) else tuple(g) for g in config.eval_grids]
-    grids = [g for g in grids if max((g, g) if isinstance(g, int) else g) <= min(lookup_grid)]
-    default = model.compressed_grid[0] if model.compressed_grid[0] == model.compressed_grid[1] else model.compressed_grid
-    return sorted(set(grids) | {default}, key=lambda g: (g, g) if isinstance(g, int) else g)
+    grids = [g for g in grids if len(sides(g)) == dims and all(s <= limit for s, limit in zip(sides(g), lookup_grid))]
+    default = model.compressed_grid
+    default = default[0] if len(set(default)) == 1 else default  # a square grid as its side, so 5 and (5, 5) are one entry
+    return sorted(set(grids) | {default}, key=sides)
 
 
 # Where a run lives and how it is executed, evaluated or logged rather than which run it is: a

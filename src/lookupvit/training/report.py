@@ -12,7 +12,7 @@ from torch import nn
 from ..data import Normalization, check_class_names
 from ..data.transforms import unnormalized_eval_transform
 from ..evaluation.accuracy import evaluate, format_table
-from ..evaluation.visualize import plot_accuracy_vs_flops, plot_attention_maps
+from ..evaluation.visualize import plot_accuracy_vs_flops, plot_attention_maps, plot_video_attention
 from ..models import LookupViT
 from ..models.serialization import load_model, read_metadata
 from .config import TrainConfig
@@ -30,9 +30,12 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, Nor
 
 
 def display_image(data: RunData, index: int) -> torch.Tensor:
-    """Test image `index` in [0, 1] as the model sees it before normalisation."""
+    """Test image (or clip) `index` in [0, 1] as the model sees it before normalisation."""
     if not data.streamed:
         return data.test.read(index).float() / 255
+    if data.layout == "videos":
+        channels = data.image_shape[0]
+        return RunData(data.config, data.layout, data.train, data.test, Normalization((0.0,) * channels, (1.0,) * channels), data.image_shape).transform(training=False)(data.test.read(index))
     return unnormalized_eval_transform(data.config.image_size, data.config.crop_pct)(data.test.read(index))
 
 
@@ -79,12 +82,26 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
     if isinstance(model, LookupViT):
         default = next(r for r in rows if tuple(r["grid"]) == model.compressed_grid)
         lines += [
-            f"**Test top-1 at the default grid {model.compressed_grid[0]}x{model.compressed_grid[1]} (averaged heads): "
+            f"**Test top-1 at the default grid {'x'.join(map(str, model.compressed_grid))} (averaged heads): "
             f"{100 * default['average']['top1']:.2f} %**",
             "",
         ]
     lines += [format_table(rows), "", "FLOPs are per image, 2 x multiply-accumulates.", "", "![accuracy vs FLOPs](accuracy_vs_flops.png)", ""]
-    if isinstance(model, LookupViT):
+    if isinstance(model, LookupViT) and data.layout == "videos":
+        picks = one_per_class(data.test.labels, 4)
+        display = torch.stack([display_image(data, i) for i in picks])
+        grid = model.compressed_grid
+        plot_video_attention(model, normalization.normalize_clips(display).to(device), display, grid, run / "attention.png", [classes[data.test.labels[i]] for i in picks])
+        lines += [
+            "## Where the compressed tokens look, over time",
+            "",
+            f"The last layer's l->p attention at the default grid {'x'.join(map(str, grid))}, averaged over heads and compressed tokens, "
+            "per tubelet over its first frame.",
+            "",
+            "![attention strips](attention.png)",
+            "",
+        ]
+    elif isinstance(model, LookupViT):
         picks = one_per_class(data.test.labels, 3)
         display = torch.stack([display_image(data, i) for i in picks])
         shown = attention_grids or [g for g in grids if g in (2, 3, 5)] or grids[:3]

@@ -1,0 +1,110 @@
+"""Training, evaluating and reporting the video models on a tree of real mp4 files."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lookupvit import create_model
+from lookupvit.training.config import TrainConfig, check_model_settings, load_config
+from lookupvit.training.data import open_run_data
+from lookupvit.training.engine import evaluation_grids, grid_for_step, train
+from lookupvit.training.report import write_report
+
+from .test_video_data import TREE_CLASSES, make_video_tree
+
+
+@pytest.fixture(scope="module")
+def video_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("video-tree")
+    make_video_tree(root, canvas=32)
+    return root
+
+
+def video_config(root: Path, out: Path, **settings) -> TrainConfig:
+    values = dict(
+        model="lookupvivit_nano4",
+        model_args={"num_frames": 4, "compressed_grid": [2, 4, 4]},
+        dataset=str(root),
+        image_size=32,
+        crop_pct=1.0,
+        video_channels=1,
+        epochs=2,
+        batch_size=2,
+        grids=[[1, 2, 2], [2, 4, 4]],
+        eval_grids=[1, [2, 4, 4], [2, 8, 8]],
+        eval_batch_size=3,
+        out=str(out),
+    )
+    values.update(settings)
+    config = TrainConfig(**values)
+    check_model_settings(config)
+    return config
+
+
+def test_video_runs_refuse_image_settings_and_image_runs_video_settings(tmp_path, video_tree):
+    with pytest.raises(ValueError, match="video model: it trains on a video tree"):
+        check_model_settings(TrainConfig(model="vivit_nano4"))
+    with pytest.raises(ValueError, match="video model"):
+        check_model_settings(TrainConfig(model="vivit_nano4", dataset=str(video_tree), layout="imagenet"))
+    with pytest.raises(ValueError, match="layout 'videos' needs a video model"):
+        check_model_settings(TrainConfig(model="lookupvit_nano4", dataset=str(video_tree), layout="videos"))
+    with pytest.raises(ValueError, match=r"\['clip_flip', 'frame_stride'\] apply to video models only"):
+        load_config(overrides=["clip_flip=true", "frame_stride=2"])
+    with pytest.raises(ValueError, match=r"video_channels must be 1 \(grey\) or 3 \(RGB\), got 2"):
+        TrainConfig(video_channels=2)
+    with pytest.raises(ValueError, match=r"has 2 sides, but lookupvivit_nano4 .* has a 2x8x8 lookup grid: use whole numbers or \[t, h, w\] triples"):
+        video_config(video_tree, tmp_path, grids=[[2, 2]])
+    with pytest.raises(ValueError, match="larger than the 2x8x8 lookup grid"):
+        video_config(video_tree, tmp_path, grids=[[3, 2, 2]])
+    with pytest.raises(ValueError, match=r"\['randaugment'\] are image augmentations"):
+        open_run_data(video_config(video_tree, tmp_path, randaugment="light1"))
+
+
+def test_run_data_of_a_video_tree(tmp_path, video_tree):
+    data = open_run_data(video_config(video_tree, tmp_path))
+    assert data.layout == "videos" and data.streamed
+    assert data.classes == tuple(sorted(name for _, name in TREE_CLASSES))
+    assert data.image_shape == (1, 4, 32, 32)  # (C, T, H, W): the clip length is the model's num_frames
+    assert data.model_args() == {"img_size": (32, 32), "in_chans": 1, "num_classes": 2}
+    clip = data.transform(training=False)(data.test.read(0))
+    assert clip.shape == (1, 4, 32, 32) and clip.dtype == torch.float32
+    # "dataset" normalisation: the statistics of sampled clips, mostly black canvas with one bright item
+    assert 0 < data.normalization.mean[0] < 0.5 and data.normalization.std[0] > 0.05
+
+
+def test_grids_of_video_models_are_three_dimensional(tmp_path, video_tree):
+    assert grid_for_step([2], seed=0, step=0, dims=3) == (2, 2, 2)
+    assert grid_for_step([[1, 2, 3]], seed=0, step=5, dims=3) == (1, 2, 3)
+    model = create_model("lookupvivit_nano4", num_frames=4, img_size=32, compressed_grid=(2, 4, 4))
+    config = video_config(video_tree, tmp_path, eval_grids=[1, 2, 3, [2, 8, 8], [2, 9, 9], [4, 4]])
+    # 3 does not fit the 2 lookup steps in time, [2, 9, 9] is too wide and [4, 4] is an image grid: skipped
+    assert evaluation_grids(config, model) == [1, 2, (2, 4, 4), (2, 8, 8)]
+
+
+@pytest.mark.parametrize("model", ["lookupvivit_nano4", "vivit_nano4"])
+def test_video_model_trains_resumes_and_reports(tmp_path, video_tree, model):
+    out = tmp_path / model
+    model_args = {"num_frames": 4, "compressed_grid": [2, 4, 4]} if model.startswith("lookup") else {"num_frames": 4}
+    config = video_config(video_tree, out, model=model, model_args=model_args, workers=1, frame_stride=2)
+    train(config, stop_after_steps=1, quiet=True)
+    run = train(config, quiet=True)  # resumes at step 1
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval"] for r in records if "eval" in r]
+    assert len(evals) == 2  # one per epoch (3 training clips per class at batch 2: 3 steps an epoch)
+    row = evals[-1][0]
+    expected_grid = [2, 4, 4] if model.startswith("lookup") else None
+    assert row["grid"] == expected_grid and 0 <= row["average"]["top1"] <= 1 and row["gflops"] > 0
+    report = write_report(run, torch.device("cpu"))
+    text = report.read_text()
+    eval_rows = json.loads((run / "eval.json").read_text())["rows"]
+    if model.startswith("lookup"):
+        assert [row["grid"] for row in eval_rows] == [[1, 1, 1], [2, 4, 4], [2, 8, 8]]
+        assert (run / "attention.png").stat().st_size > 0 and "over time" in text
+    else:
+        assert [row["grid"] for row in eval_rows] == [None]
+    # The clips of a video run are cheaper at smaller grids, and the report prints the 3-D grids.
+    gflops = [row["gflops"] for row in eval_rows]
+    assert gflops == sorted(gflops)
+    assert "x".join(map(str, eval_rows[-1]["grid"] or [])) in text
