@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: main test bench install
+.PHONY: main motion test bench install
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ test: $(BIN)/.installed
 
 main:
 	./scripts/main.sh
+
+motion:
+	./scripts/motion.sh
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/throughput.py

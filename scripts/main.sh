@@ -4,16 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] && [ ! -d "${LOOKUPVIT_FASHION_MNIST:-/nonexistent}" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
-    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
-  else
-    DOWNLOAD="download=true"
-  fi
-fi
+source scripts/fashion-mnist.sh
 
 make --no-print-directory install
 echo "== training (progress bar below; a killed run resumes when this command is run again)"
-.venv/bin/lookupvit train --config configs/fashion-mnist.toml --set ${DOWNLOAD:-} "$@"
+.venv/bin/lookupvit train --config configs/fashion-mnist.toml --set ${FASHION_MNIST_DOWNLOAD:+download=true} "$@"
 echo "== done: open runs/fashion-mnist/report.md"

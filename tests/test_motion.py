@@ -56,12 +56,12 @@ def test_tree_layout_manifest_and_decoded_frames(written):
     assert len(train) == 8 and len(val) == 12 and len(manifest["files"]) == 20
     assert manifest["settings"]["seed"] == 0 and manifest["settings"]["frames"] == 16 and manifest["software"]["av"]
     settings = MotionSettings.from_json(manifest["settings"])
-    items = {split: load_fashion_mnist(source).images for split, source in (("train", "train"), ("val", "test"))}
+    items = {split: load_fashion_mnist(source) for split, source in (("train", "train"), ("val", "test"))}
     reader = PyAVReader()
     for name in manifest["files"]:
         split, direction, file = name.split("/")
         decoded = reader.read_frames(root / name, channels=1)[..., 0]
-        _, rendered = make_clip(settings, split, MOTION_CLASSES.index(direction), int(file[:-4]), items[split])
+        _, rendered = make_clip(settings, split, MOTION_CLASSES.index(direction), int(file[:-4]), items[split].images, items[split].labels)
         assert decoded.shape == (16, 32, 32)
         # Lossless luma; only the grey -> limited-range YUV -> grey round trip may move a value by one.
         assert (decoded.int() - rendered.int()).abs().max() <= 1, name
@@ -138,10 +138,12 @@ def single_frame_statistics(clips: list[tuple[int, torch.Tensor]], frame: int, c
     return tables
 
 
-def test_no_single_frame_depends_on_the_class():
-    settings = MotionSettings(1, 1, seed=0, frames=16, canvas=32, scale=(12.0, 20.0), speed=(1.0, 2.5), upsample=8, fps=16)
-    items = load_fashion_mnist("train").images
-    clips = [(label, make_clip(settings, "train", label, index, items)[1]) for label in range(4) for index in range(150)]
+@pytest.mark.parametrize("distractors", [0, 2])
+def test_no_single_frame_depends_on_the_class(distractors):
+    settings = MotionSettings(1, 1, seed=0, frames=16, canvas=32, scale=(12.0, 20.0), speed=(1.0, 2.5), upsample=8, fps=16, distractors=distractors)
+    fashion = load_fashion_mnist("train")
+    items = fashion.images
+    clips = [(label, make_clip(settings, "train", label, index, items, fashion.labels)[1]) for label in range(4) for index in range(150)]
     for frame in (0, 7, 15):
         for name, table in single_frame_statistics(clips, frame, settings.canvas).items():
             assert chi_square_homogeneity(table) < CHI_SQUARE_9_DOF_P001, (frame, name, table)
@@ -175,4 +177,24 @@ def test_manifest_is_json_with_the_settings(written):
         "speed",
         "upsample",
         "fps",
+        "distractors",
     }
+
+
+def test_with_distractors_the_shoe_moves_as_labelled_and_clothes_move_at_random():
+    settings = MotionSettings(1, 1, seed=0, frames=16, canvas=32, scale=(10.0, 16.0), speed=(1.0, 2.5), upsample=8, fps=16, distractors=2)
+    fashion = load_fashion_mnist("test")
+    distractor_directions = []
+    for label, direction in enumerate(MOTION_CLASSES):
+        for index in range(20):
+            items, frames = make_clip(settings, "val", label, index, fashion.images, fashion.labels)
+            target, *others = items
+            assert int(fashion.labels[target.item]) in (5, 7, 9) and all(int(fashion.labels[o.item]) not in (5, 7, 9) for o in others)
+            # The target alone, rendered from its parameters, moves the labelled way; the video shows all three items.
+            alone = render_clip(fashion.images[target.item, 0], target, 16, 32, 8)
+            assert direction_of(alone) == direction
+            assert frames.shape == (16, 32, 32) and (frames >= alone).all()
+            distractor_directions += [direction_of(render_clip(fashion.images[o.item, 0], o, 16, 32, 8)) for o in others]
+    # The clothes' directions do not follow the label: all four occur about equally often.
+    counts = np.array([distractor_directions.count(d) for d in MOTION_CLASSES])
+    assert counts.min() > 0.15 * counts.sum(), counts

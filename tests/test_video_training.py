@@ -44,7 +44,7 @@ def video_config(root: Path, out: Path, **settings) -> TrainConfig:
 
 
 def test_video_runs_refuse_image_settings_and_image_runs_video_settings(tmp_path, video_tree):
-    with pytest.raises(ValueError, match="video model: it trains on a video tree"):
+    with pytest.raises(ValueError, match="video model: it trains on videos"):
         check_model_settings(TrainConfig(model="vivit_nano4"))
     with pytest.raises(ValueError, match="video model"):
         check_model_settings(TrainConfig(model="vivit_nano4", dataset=str(video_tree), layout="imagenet"))
@@ -108,3 +108,20 @@ def test_video_model_trains_resumes_and_reports(tmp_path, video_tree, model):
     gflops = [row["gflops"] for row in eval_rows]
     assert gflops == sorted(gflops)
     assert "x".join(map(str, eval_rows[-1]["grid"] or [])) in text
+
+
+def test_a_video_subset_trains_and_eval_reads_video_shards(tmp_path, video_tree, capsys):
+    from lookupvit.cli import main
+    from lookupvit.data.shards import write_shards
+
+    config = video_config(video_tree, tmp_path / "run", train_subset=4, epochs=1)
+    data = open_run_data(config)
+    assert len(data.train) == 4 and data.image_shape == (1, 4, 32, 32)
+    run = train(config, quiet=True)
+    shards = tmp_path / "shards"
+    write_shards(video_tree, shards, images_per_shard=2, progress=False)
+    tables = []
+    for data_root in (video_tree, shards):  # the same validation videos, from the tree and from its shards
+        assert main(["eval", str(run / "model.safetensors"), "--data", str(data_root), "--views", "2x1", "--grid", "2x4x4"]) == 0
+        tables.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2x4x4")])
+    assert len(tables[0]) == 1 and tables[0] == tables[1], tables

@@ -245,7 +245,7 @@ def cmd_motion(args: argparse.Namespace) -> None:
     from .experiments.motion import run_motion
 
     configure_threads(args.threads)
-    print(f"report: {run_motion(args.budget, args.out, args.device, threads=args.threads, seed=args.seed)}")
+    print(f"report: {run_motion(args.budget, args.out, args.device, threads=args.threads, seed=args.seed, download=args.download)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -342,24 +342,30 @@ def parse_views(text: str) -> tuple[int, int]:
 
 
 def video_evaluation_batches(args: argparse.Namespace, model, normalization, classes: list[str]):
-    """`--data ROOT` for a video model: ROOT/val/<class>/<video>, every video as `--views` T x S clips of the
-    model's frames, `--frame-stride` apart (default: the model file's `frame_stride`, else 1), logits averaged."""
+    """`--data ROOT` for a video model: ROOT/val/<class>/<video> or video shards ROOT/val-*.tar, every video as
+    `--views` T x S clips of the model's frames, `--frame-stride` apart (default: the model file's `frame_stride`,
+    else 1), logits averaged."""
     from .data import check_class_names
     from .data.loader import EvalBatches
     from .data.sources import SubsetSource
+    from .data.shards import open_video_shards
     from .data.video import MultiViewClipTransform, VideoFolderSource
     from .models.serialization import read_metadata
+    from .training.data import holds_shards
 
     root, config = Path(args.data), model.config
-    if not (root / "val").is_dir():
+    if not (root / "val").is_dir() and not holds_shards(root):
         raise FileNotFoundError(
-            f"{args.model} is a video model ({type(model).__name__}); --data must be a video tree with {root}/val/<class>/<video>, "
-            "e.g. one written by lookupvit.data.motion.write_motion_videos"
+            f"{args.model} is a video model ({type(model).__name__}); --data must be a video tree with {root}/val/<class>/<video> "
+            "(e.g. one written by lookupvit.data.motion.write_motion_videos) or a folder of video shards (lookupvit shards)"
         )
     temporal, spatial = args.views or (1, 1)
     metadata = read_metadata(args.model)
     stride = args.frame_stride or int(metadata.get("frame_stride", 1))
-    source = VideoFolderSource(root, "val", config.num_frames, stride, config.in_chans, training=False, temporal_views=temporal)
+    if holds_shards(root):
+        source = open_video_shards(root, config.num_frames, stride, config.in_chans, temporal_views=temporal)[1]
+    else:
+        source = VideoFolderSource(root, "val", config.num_frames, stride, config.in_chans, training=False, temporal_views=temporal)
     check_class_names(classes, source.classes, f"the model file {args.model}", f"{root}/val")
     if args.limit:
         source = SubsetSource(source, args.limit, seed=0)
@@ -429,8 +435,9 @@ def cmd_shards(args: argparse.Namespace) -> None:
     from .data.shards import write_shards
 
     summary = write_shards(args.tree, args.out, args.images_per_shard, args.seed)
+    kind = "videos" if "videos" in summary["train"] else "images"  # what the tree held
     for split in ("train", "val"):
-        print(f"{split}: {summary[split]['images']} images in {summary[split]['shards']} shards")
+        print(f"{split}: {summary[split][kind]} {kind} in {summary[split]['shards']} shards")
     print(f"{summary['classes']} classes, named in {Path(args.out) / 'classes.txt'}")
     print(f"train on them with: lookupvit train --config <config.toml> --set {shlex.quote(f'dataset={args.out}')}")
 
@@ -494,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     motion.add_argument("--budget", choices=["quick", "full"], default="full", help="quick: a minute, checks the pipeline; full: the documented run")
     motion.add_argument("--out", default="runs/motion", help="results folder; a rerun skips finished models and resumes training")
     motion.add_argument("--seed", type=non_negative_int, default=0, help="seed of the videos (the runs use seed 0)")
+    motion.add_argument("--download", action="store_true", help="download Fashion-MNIST (checksums verified) if it is not installed")
     motion.add_argument("--device", default="auto")
     motion.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     motion.set_defaults(func=cmd_motion)
@@ -567,10 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--device", default="auto")
     attention.set_defaults(func=cmd_attention)
 
-    shards = commands.add_parser("shards", help="write an ImageNet-style tree as tar shards (WebDataset layout) for training")
-    shards.add_argument("tree", help="root/train/<class>/<image> and root/val/<class>/<image>")
+    shards = commands.add_parser("shards", help="write an ImageNet-style tree of images or videos as tar shards (WebDataset layout)")
+    shards.add_argument("tree", help="root/train/<class>/<image> and root/val/<class>/<image>, or the same of videos (.mp4, ...)")
     shards.add_argument("out", help="a new or empty folder for train-*.tar, val-*.tar and classes.txt")
-    shards.add_argument("--images-per-shard", type=positive_int, default=1000)
+    shards.add_argument("--images-per-shard", type=positive_int, default=1000, help="samples per shard (videos too)")
     shards.add_argument("--seed", type=non_negative_int, default=0, help="seed of the order of the samples in the shards")
     shards.set_defaults(func=cmd_shards)
     return parser

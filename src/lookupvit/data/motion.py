@@ -1,7 +1,10 @@
 """A video task that needs time: which way a Fashion-MNIST item moves, written as real H.264 mp4 files.
 
 Every video shows one item sliding left, right, up or down at constant speed over a canvas that
-wraps around its edges (a torus). Nothing in a single frame tells the direction:
+wraps around its edges (a torus). With `distractors` > 0 the moving item is a shoe (sandal, sneaker or
+ankle boot) and that many clothing items move too, each its own way, so the label is "which way does
+the shoe move": a model has to bind what an item is to how it moves. Nothing in a single frame tells
+the direction:
 
 - the item's position in a frame is uniform on the torus whatever the class (the start is uniform,
   and a uniform start shifted by any motion is uniform again, also after rounding to the render grid);
@@ -43,6 +46,8 @@ from .fashion_mnist import load_fashion_mnist
 MOTION_CLASSES = ("down", "left", "right", "up")  # sorted: the labels the class folders get
 DIRECTIONS = {"down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0)}  # (rows, columns) per frame
 SPLITS = {"train": "train", "val": "test"}  # video split -> the Fashion-MNIST split its items come from
+# With distractors: the target is footwear, the distractors are the other Fashion-MNIST classes.
+TARGET_CLASSES = (5, 7, 9)  # sandal, sneaker, ankle boot
 MANIFEST = "manifest.json"
 FORMAT = "lookupvit-motion/1"
 
@@ -60,12 +65,15 @@ class MotionSettings:
     speed: tuple[float, float]  # pixels per frame, uniform in [low, high]
     upsample: int  # render grid steps per pixel: positions are exact to 1/upsample pixel
     fps: int
+    distractors: int = 0  # other items moving each its own way; > 0 makes the moving shoe the target
 
     def check(self) -> None:
         for name in ("train_per_class", "val_per_class", "frames", "canvas", "upsample", "fps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        if not isinstance(self.distractors, int) or isinstance(self.distractors, bool) or self.distractors < 0:
+            raise ValueError(f"distractors must be a whole number >= 0, got {self.distractors!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if self.frames < 2:
@@ -97,14 +105,24 @@ class ClipParameters:
     velocity: tuple[float, float]  # (rows, columns) per frame
 
 
-def draw_clip(rng: np.random.Generator, direction: str, num_items: int, settings: MotionSettings) -> ClipParameters:
-    """The random parameters of one video; every draw but the direction has the same distribution for every class."""
-    item = int(rng.integers(num_items))
+def draw_item(rng: np.random.Generator, direction: str, pool: Tensor, settings: MotionSettings) -> ClipParameters:
+    """One item's random parameters; every draw but the direction has the same distribution for every class."""
+    item = int(pool[int(rng.integers(len(pool)))])
     side = float(rng.uniform(*settings.scale))
     start = (float(rng.uniform(0, settings.canvas)), float(rng.uniform(0, settings.canvas)))
     speed = float(rng.uniform(*settings.speed))
     rows, columns = DIRECTIONS[direction]
     return ClipParameters(item, side, start, (rows * speed, columns * speed))
+
+
+def draw_clip(rng: np.random.Generator, direction: str, item_labels: Tensor, settings: MotionSettings) -> list[ClipParameters]:
+    """The items of one video, the one whose motion is the label first; `item_labels` are the split's Fashion-MNIST labels."""
+    if settings.distractors == 0:
+        return [draw_item(rng, direction, torch.arange(len(item_labels)), settings)]
+    is_target = torch.isin(item_labels, torch.tensor(TARGET_CLASSES))
+    target = draw_item(rng, direction, is_target.nonzero()[:, 0], settings)
+    others = (~is_target).nonzero()[:, 0]
+    return [target] + [draw_item(rng, MOTION_CLASSES[int(rng.integers(len(MOTION_CLASSES)))], others, settings) for _ in range(settings.distractors)]
 
 
 def render_clip(item: Tensor, clip: ClipParameters, frames: int, canvas: int, upsample: int) -> Tensor:
@@ -149,13 +167,15 @@ def video_rng(seed: int, split: str, label: int, index: int) -> np.random.Genera
     return np.random.default_rng([seed, list(SPLITS).index(split), label, index])
 
 
-def make_clip(settings: MotionSettings, split: str, label: int, index: int, items: Tensor) -> tuple[ClipParameters, Tensor]:
-    """Video `index` of class `label` in `split`: its parameters and its uint8 frames (frames, canvas, canvas).
+def make_clip(settings: MotionSettings, split: str, label: int, index: int, items: Tensor, item_labels: Tensor) -> tuple[list[ClipParameters], Tensor]:
+    """Video `index` of class `label` in `split`: its items' parameters and its uint8 frames (frames, canvas, canvas).
 
-    `items` are the Fashion-MNIST images (N, 1, 28, 28) of the split's source (SPLITS).
+    `items` are the Fashion-MNIST images (N, 1, 28, 28) of the split's source (SPLITS), `item_labels` their classes.
+    Overlapping items are drawn with the brighter pixel on top, so none hides another entirely.
     """
-    clip = draw_clip(video_rng(settings.seed, split, label, index), MOTION_CLASSES[label], len(items), settings)
-    return clip, render_clip(items[clip.item, 0], clip, settings.frames, settings.canvas, settings.upsample)
+    clips = draw_clip(video_rng(settings.seed, split, label, index), MOTION_CLASSES[label], item_labels, settings)
+    layers = [render_clip(items[clip.item, 0], clip, settings.frames, settings.canvas, settings.upsample) for clip in clips]
+    return clips, torch.stack(layers).amax(dim=0)
 
 
 def sha256_file(path: Path) -> str:
@@ -169,14 +189,14 @@ def software_versions() -> dict:
     return {"av": av.__version__, "libavcodec": libavcodec, "torch": torch.__version__}
 
 
-def write_split(folder: Path, split: str, count: int, settings: MotionSettings, items: Tensor, progress) -> dict[str, str]:
+def write_split(folder: Path, split: str, count: int, settings: MotionSettings, items, progress) -> dict[str, str]:
     """`count` videos per class into folder/<split>/<class>/; {relative path: sha256}."""
     files = {}
     digits = max(4, len(str(count - 1)))
     for label, direction in enumerate(MOTION_CLASSES):
         (folder / split / direction).mkdir(parents=True)
         for index in range(count):
-            _, frames = make_clip(settings, split, label, index, items)
+            _, frames = make_clip(settings, split, label, index, items.images, items.labels)
             relative = f"{split}/{direction}/{index:0{digits}d}.mp4"
             encode_gray_video(folder / relative, frames, settings.fps)
             files[relative] = sha256_file(folder / relative)
@@ -237,17 +257,20 @@ def write_motion_videos(
     speed: tuple[float, float] = (1.0, 2.5),
     upsample: int = 8,
     fps: int = 16,
+    distractors: int = 0,
+    download: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """Write (or verify) root/{train,val}/<direction>/<n>.mp4 and root/manifest.json; returns the manifest.
 
     Fashion-MNIST is read from `fashion_mnist_root` or where load_fashion_mnist finds it (the Debian
-    package's /usr/share/datasets/fashion-mnist, $LOOKUPVIT_FASHION_MNIST); nothing is downloaded.
+    package's /usr/share/datasets/fashion-mnist, $LOOKUPVIT_FASHION_MNIST); downloaded (checksums
+    verified) only with download=True.
     """
     root = Path(root)
     settings = MotionSettings(
-        train_per_class, val_per_class, seed, frames, canvas, tuple(map(float, scale)), tuple(map(float, speed)), upsample, fps
+        train_per_class, val_per_class, seed, frames, canvas, tuple(map(float, scale)), tuple(map(float, speed)), upsample, fps, distractors
     )
     settings.check()
     manifest = existing_videos(root, settings, overwrite)
@@ -262,7 +285,7 @@ def write_motion_videos(
         total = len(MOTION_CLASSES) * (train_per_class + val_per_class)
         with tqdm(total=total, desc=f"motion videos -> {root}", unit="video", delay=2, disable=not progress) as bar:
             for split, count in (("train", train_per_class), ("val", val_per_class)):
-                items = load_fashion_mnist(SPLITS[split], fashion_mnist_root, download=False).images
+                items = load_fashion_mnist(SPLITS[split], fashion_mnist_root, download=download)
                 files.update(write_split(staging, split, count, settings, items, bar))
         manifest = {
             "format": FORMAT,

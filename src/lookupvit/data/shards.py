@@ -8,18 +8,21 @@ Layout of a shard folder (what `write_shards` writes and `open_shards` reads):
     OUT/val-000000.tar       samples of the validation split
 
 Each sample is a run of consecutive tar members sharing a key (the member name up to the first
-dot of its base name): `<key>.jpg` (or .jpeg, .png, .webp, .gif) holding the image file's original
-encoded bytes, and `<key>.cls` holding its class index as ASCII text. Other members of a sample
-(.json, .txt, ...) are ignored. This is the layout of https://github.com/webdataset/webdataset,
-but read here with Python's tarfile only.
+dot of its base name): one media member, `<key>.jpg` (or .jpeg, .png, .webp, .gif, ...) for an image
+or `<key>.mp4` (or .avi, .mkv, .webm, .mov) for a video, holding the file's original encoded bytes,
+and `<key>.cls` holding its class index as ASCII text. Other members of a sample (.json, .txt, ...)
+are ignored. This is the layout of https://github.com/webdataset/webdataset, but read here with
+Python's tarfile only. A shard folder holds images or videos, never both: `ShardSource` decodes
+images for the image models, `VideoShardSource` samples clips (data/video.ClipSampler) for the
+video models, and each refuses a sample of the other kind.
 
 Why random access rather than streaming the tars in order: the training order (data/loader.py)
 is a seeded permutation of the whole training set, and step s of a run reads rows s*B.. of it,
 split among K ranks x W DataLoader workers. Reading sample i wherever it lies in whichever shard
 gives exactly the batches of one process, and lets a resumed run start at its step without
 re-reading the epoch. So `ShardSource` scans the tar headers once at open, keeps (shard, byte
-offset, size) of every image member, and `read(i)` seeks there. The shards are uncompressed tars
-(seeking needs that); the images inside are already compressed.
+offset, size) of every media member, and `read(i)` seeks there. The shards are uncompressed tars
+(seeking needs that); the images and videos inside are already compressed.
 
 The writer shuffles each split before cutting it into shards, so any one shard mixes classes
 (streaming readers that read shard by shard rely on that; it costs this reader nothing).
@@ -46,9 +49,14 @@ from tqdm import tqdm
 from ..files import atomic_write
 from .folders import IMAGE_SUFFIXES
 from .sources import ImageTreeSource, decode_image, open_image_tree
+from .video import VIDEO_SUFFIXES, ClipSampler, PyAVReader, VideoFolderSource, VideoReader, check_channels, open_video_tree
 
-# Image members the reader recognises: the image folders' suffixes, all of which Pillow decodes.
+# Media members the reader recognises: the image folders' suffixes, all of which Pillow decodes, and the
+# video trees' suffixes, which PyAV decodes. ShardIndex.extension indexes MEDIA_EXTENSIONS; the images come
+# first so that an index saved before videos were recognised still names the same extensions.
 IMAGE_EXTENSIONS = tuple(sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES))
+VIDEO_EXTENSIONS = tuple(sorted(suffix.lstrip(".") for suffix in VIDEO_SUFFIXES))
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 LABEL_EXTENSION = "cls"
 CLASSES_FILE = "classes.txt"
 SPLITS = ("train", "val")
@@ -74,30 +82,59 @@ def write_again_hint(root: Path) -> str:
 def write_shards(
     root: str | os.PathLike, out: str | os.PathLike, images_per_shard: int = 1000, seed: int = 0, progress: bool = True
 ) -> dict:
-    """Write the train and val splits of the tree `root` as shards in `out` (a new or empty folder).
+    """Write the train and val splits of the tree `root`, of images or of videos, as shards in `out` (a new or empty folder).
 
-    Refuses a non-empty `out`: an earlier or interrupted run's shards could otherwise mix with
-    these under the same names. Each shard is written to a temporary name and renamed when
-    complete, and classes.txt is written last, so a folder without classes.txt is an unfinished
-    run. Returns {"classes": n, "train": {"images": n, "shards": k}, "val": {...}}.
+    `images_per_shard` counts samples, videos too. Refuses a tree of both kinds (see tree_media)
+    and a non-empty `out`: an earlier or interrupted run's shards could otherwise mix with these
+    under the same names. Each shard is written to a temporary name and renamed when complete,
+    and classes.txt is written last, so a folder without classes.txt is an unfinished run.
+    Returns {"classes": n, "train": {"images": n, "shards": k}, "val": {...}}, with "videos" for "images" from a video tree.
     """
     if images_per_shard < 1:
         raise ValueError(f"images_per_shard must be a positive whole number, got {images_per_shard}")
-    train, val = open_image_tree(root)
+    media = tree_media(Path(root))
+    # The writer copies each file's encoded bytes and decodes nothing, so a video tree's clip length does not matter here.
+    train, val = open_video_tree(root, num_frames=1) if media == "video" else open_image_tree(root)
     out = Path(out)
     refuse_non_empty(out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"classes": len(train.classes)}
-    with tqdm(total=len(train) + len(val), desc="shards", unit="image", disable=not progress) as bar:
+    with tqdm(total=len(train) + len(val), desc="shards", unit=media, disable=not progress) as bar:
         for split, source in zip(SPLITS, (train, val)):
             order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(source))
-            summary[split] = {"images": len(source), "shards": write_split(source, split, order, out, images_per_shard, bar)}
+            summary[split] = {f"{media}s": len(source), "shards": write_split(source, split, order, out, images_per_shard, bar)}
             ShardIndex.scan(sorted(out.glob(f"{split}-*.tar"))).save(out / index_name(split))
     atomic_write(out / CLASSES_FILE, lambda tmp: Path(tmp).write_text("".join(f"{name}\n" for name in train.classes)))
     return summary
 
 
-def write_split(source: ImageTreeSource, split: str, order: np.ndarray, out: Path, images_per_shard: int, bar) -> int:
+def tree_media(root: Path) -> str:
+    """What the class folders of root/train and root/val hold (listed as list_class_tree lists them): "image" or "video".
+
+    A tree of both is refused: a shard folder is read whole by an image model or by a video model.
+    A tree of neither reads as images, so that the image tree's listing says what is missing.
+    """
+    examples: dict[str, Path] = {}
+    for split in SPLITS:
+        split_dir = root / split
+        class_dirs = [d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")] if split_dir.is_dir() else []
+        for path in (path for class_dir in class_dirs for path in class_dir.rglob("*")):
+            suffix = path.suffix.lower()
+            kind = "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
+            if kind is not None:
+                examples.setdefault(kind, path)
+            if len(examples) == 2:
+                raise ValueError(
+                    f"{root} holds images (e.g. {examples['image']}) and videos (e.g. {examples['video']}); a shard folder "
+                    "holds one kind, for an image model or for a video model: move the videos (or the images) into a tree "
+                    "of their own and write each as shards"
+                )
+    return "video" if "video" in examples else "image"
+
+
+def write_split(
+    source: ImageTreeSource | VideoFolderSource, split: str, order: np.ndarray, out: Path, images_per_shard: int, bar
+) -> int:
     """Write the samples of `source` in `order` as out/<split>-000000.tar, ...; return how many shards."""
     starts = range(0, len(order), images_per_shard)
     for number, first in enumerate(starts):
@@ -122,14 +159,14 @@ def refuse_non_empty(out: Path) -> None:
             )
 
 
-def write_shard(path: str, source: ImageTreeSource, split: str, first: int, indices: np.ndarray) -> None:
+def write_shard(path: str, source: ImageTreeSource | VideoFolderSource, split: str, first: int, indices: np.ndarray) -> None:
     """One tar of samples `<split><position>.<ext>` + `.cls`, positions first, first+1, ... in the split's order."""
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for position, index in enumerate(indices.tolist(), start=first):
-            image_path = source.root / source.split / source.paths[index].decode()
+            file_path = source.root / source.split / source.paths[index].decode()
             key = f"{split}{position:08d}"
-            extension = image_path.suffix.lower().lstrip(".")
-            add_member(tar, f"{key}.{extension}", image_path.read_bytes())
+            extension = file_path.suffix.lower().lstrip(".")
+            add_member(tar, f"{key}.{extension}", file_path.read_bytes())
             add_member(tar, f"{key}.{LABEL_EXTENSION}", str(int(source.labels[index])).encode())
 
 
@@ -151,9 +188,9 @@ class ShardIndex:
     shard_names: list[str]
     shard_sizes: list[int]
     shard: np.ndarray  # int32: which shard (index into shard_names)
-    offset: np.ndarray  # int64: byte offset of the image member's data in its shard
+    offset: np.ndarray  # int64: byte offset of the media (image or video) member's data in its shard
     size: np.ndarray  # int64: its length in bytes
-    extension: np.ndarray  # uint8: index into IMAGE_EXTENSIONS
+    extension: np.ndarray  # uint8: index into MEDIA_EXTENSIONS
     key: np.ndarray  # bytes, one fixed-width buffer
     label: np.ndarray  # int64
 
@@ -222,13 +259,18 @@ def shard_stamps(paths: list[Path]) -> list[list[int]]:
     return [[stat.st_size, stat.st_mtime_ns] for stat in (path.stat() for path in paths)]
 
 
-class ShardSource:
-    """The samples of root/<split>-*.tar (sorted by name), read by index; the interface of ImageTreeSource."""
+class ShardSamples:
+    """The samples of root/<split>-*.tar (sorted by name) by index: class names, labels and each sample's encoded bytes.
+
+    The base of ShardSource (images) and VideoShardSource (clips), which decode what `read_bytes`
+    returns; `media` names the kind a subclass decodes, and a shard of the other kind is refused at open.
+    """
 
     streamed = True
+    media = "image"
 
-    def __init__(self, root: str | os.PathLike, split: str, classes: tuple[str, ...] | None = None, channels: int = 3):
-        self.root, self.split, self.channels = Path(root), split, channels
+    def __init__(self, root: str | os.PathLike, split: str, classes: tuple[str, ...] | None = None):
+        self.root, self.split = Path(root), split
         paths = sorted(self.root.glob(f"{split}-*.tar"))
         if not paths:
             raise FileNotFoundError(f"no {split}-*.tar shards in {self.root}; {write_again_hint(self.root)}")
@@ -237,6 +279,7 @@ class ShardSource:
             raise ValueError(
                 f"the {split} shards in {self.root} ({paths[0].name} ...) hold no samples; {write_again_hint(self.root)}"
             )
+        check_media(self.index, self.media, self.root, split, type(self).__name__)
         if classes is None:
             classes = read_classes(self.root)
         if classes is None:
@@ -250,7 +293,8 @@ class ShardSource:
     def __len__(self) -> int:
         return len(self.index.label)
 
-    def read(self, index: int) -> Tensor:
+    def read_bytes(self, index: int) -> bytes:
+        """The encoded image or video of sample `index`, as it was written."""
         shard = int(self.index.shard[index])
         handle = self._open(shard)
         handle.seek(int(self.index.offset[index]))
@@ -261,8 +305,12 @@ class ShardSource:
             if not more:
                 break  # the file shrank since it was scanned: decoding reports it as corrupt
             data += more
-        where = f"sample {self.index.key[index].decode()}.{IMAGE_EXTENSIONS[self.index.extension[index]]} of shard {self._path(shard)}"
-        return decode_image(data, self.channels, where)
+        return data
+
+    def where(self, index: int) -> str:
+        """Sample `index` as error messages name it: its member and shard."""
+        member = f"{self.index.key[index].decode()}.{MEDIA_EXTENSIONS[self.index.extension[index]]}"
+        return f"sample {member} of shard {self._path(int(self.index.shard[index]))}"
 
     def _path(self, shard: int) -> Path:
         return self.root / self.index.shard_names[shard]
@@ -285,7 +333,7 @@ class ShardSource:
         return {**self.__dict__, "_files": collections.OrderedDict()}
 
     def fingerprint(self) -> dict:
-        """Class names, size and a hash of shard names and sizes and every sample's place and label (no image is read)."""
+        """Class names, size and a hash of shard names and sizes and every sample's place and label (nothing is decoded)."""
         digest = hashlib.sha256()
         for name, size in zip(self.index.shard_names, self.index.shard_sizes):
             digest.update(f"{name}\0{size}\n".encode())
@@ -294,9 +342,69 @@ class ShardSource:
         return {"classes": list(self.classes), "images": len(self), "sha256": digest.hexdigest()}
 
 
+class ShardSource(ShardSamples):
+    """Image shards read by index, decoded to uint8 (channels, H, W); the interface of ImageTreeSource."""
+
+    media = "image"
+
+    def __init__(self, root: str | os.PathLike, split: str, classes: tuple[str, ...] | None = None, channels: int = 3):
+        super().__init__(root, split, classes)
+        self.channels = channels
+
+    def read(self, index: int) -> Tensor:
+        return decode_image(self.read_bytes(index), self.channels, self.where(index))
+
+
+class VideoShardSource(ShardSamples):
+    """Video shards read by index as uint8 clips, sampled as VideoFolderSource samples them (data/video.ClipSampler)."""
+
+    media = "video"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        num_frames: int,
+        stride: int = 1,
+        channels: int = 3,
+        training: bool = True,
+        reader: VideoReader | None = None,
+        temporal_views: int | None = None,
+        classes: tuple[str, ...] | None = None,
+    ):
+        self.sampler = ClipSampler(num_frames, stride, training, temporal_views)
+        check_channels(channels)
+        super().__init__(root, split, classes)
+        self.num_frames, self.channels = num_frames, channels
+        self.reader = reader if reader is not None else PyAVReader()
+
+    def read(self, index: int) -> Tensor:
+        return self.sampler.clip(self.reader.decode_frames(self.read_bytes(index), self.channels, self.where(index)))
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "clips": self.sampler.settings()}
+
+
 def open_shards(root: str | os.PathLike, channels: int = 3) -> tuple[ShardSource, ShardSource]:
-    """The train and val splits of a shard folder; their class lists must be identical."""
-    root = Path(root)
+    """The train and val splits of a folder of image shards; their class lists must be identical."""
+    return open_shard_splits(Path(root), lambda split: ShardSource(root, split, channels=channels))
+
+
+def open_video_shards(
+    root: str | os.PathLike, num_frames: int, stride: int = 1, channels: int = 3, temporal_views: int | None = None
+) -> tuple[VideoShardSource, VideoShardSource]:
+    """The video shards' train split with training sampling and val split with evaluation sampling, as open_video_tree."""
+
+    def open_split(split: str) -> VideoShardSource:
+        training = split == "train"
+        views = None if training else temporal_views
+        return VideoShardSource(root, split, num_frames, stride, channels, training=training, temporal_views=views)
+
+    return open_shard_splits(Path(root), open_split)
+
+
+def open_shard_splits(root: Path, open_split) -> tuple:
+    """open_split("train") and open_split("val") of a shard folder; their class lists must be identical."""
     if not root.is_dir():
         raise FileNotFoundError(f"shard folder {root} does not exist; {write_again_hint(root)}")
     missing = [split for split in SPLITS if not any(root.glob(f"{split}-*.tar"))]
@@ -304,7 +412,7 @@ def open_shards(root: str | os.PathLike, channels: int = 3) -> tuple[ShardSource
         raise FileNotFoundError(
             f"no {' and no '.join(f'{split}-*.tar' for split in missing)} shards in {root}; {write_again_hint(root)}"
         )
-    train, val = ShardSource(root, "train", channels=channels), ShardSource(root, "val", channels=channels)
+    train, val = open_split("train"), open_split("val")
     if train.classes != val.classes:
         raise ValueError(
             f"the train shards in {root} have labels 0..{len(train.classes) - 1} but the val shards 0..{len(val.classes) - 1}; "
@@ -312,6 +420,37 @@ def open_shards(root: str | os.PathLike, channels: int = 3) -> tuple[ShardSource
             f"add {CLASSES_FILE} (one class name per line, line i naming label i) or write the shards again"
         )
     return train, val
+
+
+# What to do with shards of the other kind, by the kind the reader wanted.
+OTHER_MEDIA_FIX = {
+    "image": "these are video shards: train a video model (lookupvivit_*, vivit_*) on them, or write image shards from an "
+    "image tree (root/train/<class>/<image>) with `lookupvit shards TREE OUT`",
+    "video": "these are image shards: train an image model (lookupvit_*, vit_*, ...) on them, or write video shards from a "
+    "video tree (root/train/<class>/<video>) with `lookupvit shards TREE OUT`",
+}
+
+
+def check_media(index: ShardIndex, media: str, root: Path, split: str, reader: str) -> None:
+    """Refuse samples that are not `media` ("image" or "video"): a decoder of the other kind would call them all corrupt."""
+    is_video = index.extension >= len(IMAGE_EXTENSIONS)
+    wrong = np.flatnonzero(is_video != (media == "video"))
+    if len(wrong) == 0:
+        return
+    first, other = wrong[0], "video" if media == "image" else "image"
+    member = f"{index.key[first].decode()}.{MEDIA_EXTENSIONS[index.extension[first]]}"
+    if len(wrong) < len(index.label):
+        fix = (
+            f"the {split} shards mix images and videos ({len(wrong)} of {len(index.label)} samples are {other}s); "
+            f"write them again from a tree of {media}s only"
+        )
+    else:
+        fix = OTHER_MEDIA_FIX[media]
+    article = "an" if other == "image" else "a"
+    raise ValueError(
+        f"sample {member} of shard {root / index.shard_names[index.shard[first]]} is {article} {other}, "
+        f"but {reader} reads {media}s; {fix}"
+    )
 
 
 def read_classes(root: Path) -> tuple[str, ...] | None:
@@ -361,7 +500,7 @@ def truncated(path: Path, reason: str) -> ValueError:
 
 
 def scan_shard(path: Path) -> list[tuple[bytes, int, int, int, int]]:
-    """(key, image offset, image size, extension index, label) of each sample of a shard, from its tar headers and .cls members."""
+    """(key, media offset, media size, extension index, label) per sample of a shard, from its tar headers and .cls members."""
     file_size = path.stat().st_size
     samples: list[tuple[bytes, int, int, int, int]] = []
     try:
@@ -392,22 +531,23 @@ def scan_shard(path: Path) -> list[tuple[bytes, int, int, int, int]]:
 
 
 class SampleMembers:
-    """The members of one sample met so far while scanning: its image's place and its label."""
+    """The members of one sample met so far while scanning: its image's or video's place and its label."""
 
     def __init__(self, path: Path, key: str | None):
         self.path, self.key = path, key
-        self.image: tuple[int, int, int, str] | None = None  # offset, size, extension index, member name
+        self.media: tuple[int, int, int, str] | None = None  # offset, size, extension index, member name
         self.label: int | None = None
         self.extensions: list[str] = []
 
     def add_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, extension: str) -> None:
         self.extensions.append(extension)
-        if extension in IMAGE_EXTENSIONS:
-            if self.image is not None:
+        if extension in MEDIA_EXTENSIONS:
+            if self.media is not None:
                 raise ValueError(
-                    f"sample {self.key} of shard {self.path} has two images ({self.image[3]} and {member.name}); each sample holds one"
+                    f"sample {self.key} of shard {self.path} has two images or videos ({self.media[3]} and {member.name}); "
+                    "each sample holds one"
                 )
-            self.image = (member.offset_data, member.size, IMAGE_EXTENSIONS.index(extension), member.name)
+            self.media = (member.offset_data, member.size, MEDIA_EXTENSIONS.index(extension), member.name)
         elif extension == LABEL_EXTENSION:
             if self.label is not None:
                 raise ValueError(
@@ -418,16 +558,17 @@ class SampleMembers:
     def add_to(self, samples: list) -> None:
         if self.key is None:  # before the first member
             return
-        if self.image is None:
+        if self.media is None:
             raise ValueError(
                 f"sample {self.key} of shard {self.path} has no image member (members: {', '.join('.' + e for e in self.extensions)}; "
-                f"expected one of {', '.join('.' + e for e in IMAGE_EXTENSIONS)}); write the shard again"
+                f"expected one of {', '.join('.' + e for e in IMAGE_EXTENSIONS)}, or in video shards one of "
+                f"{', '.join('.' + e for e in VIDEO_EXTENSIONS)}); write the shard again"
             )
         if self.label is None:
             raise ValueError(
                 f"sample {self.key} of shard {self.path} has no .cls member (its class index as text); write the shard again"
             )
-        offset, size, extension, _ = self.image
+        offset, size, extension, _ = self.media
         samples.append((self.key.encode(), offset, size, extension, self.label))
 
 

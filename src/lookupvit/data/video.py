@@ -12,17 +12,21 @@ follows ViViT (scenic/DMVR): one view is the centred clip, T temporal views star
 spaced points from the first possible start to the last.
 
 ViViT evaluates on 4 temporal x 3 spatial = 12 views per video and averages the logits. Here
-`VideoFolderSource(..., temporal_views=T)` reads the T clips of a video as (T, C, num_frames, H, W)
-and `MultiViewClipTransform` cuts S = 1 or 3 spatial crops of each: (T*S, C, num_frames, size, size)
+a video source with temporal_views=T reads the T clips of a video as (T, C, num_frames, H, W) and
+`MultiViewClipTransform` cuts S = 1 or 3 spatial crops of each: (T*S, C, num_frames, size, size)
 per video, which evaluation.accuracy.evaluate folds into the batch and averages per video.
 
-`VideoFolderSource` is a streamed source like `ImageTreeSource` (root/<split>/<class>/<video>), so
-`TransformedImages`, `make_loader` and the corrupt-file replacement work on it unchanged; its
-one-view `read` returns a uint8 clip (C, T, H, W), channels first as the video models take them.
+Where the bytes of a video come from and how clips are taken from its frames are separate:
+`ClipSampler` samples decoded frames, and two streamed sources feed it, `VideoFolderSource`
+(root/<split>/<class>/<video>, here) and `VideoShardSource` (tar shards, data/shards.py). Both have
+the interface of `ImageTreeSource`, so `TransformedImages`, `make_loader` and the corrupt-file
+replacement work on them unchanged; a one-view `read` returns a uint8 clip (C, T, H, W), channels
+first as the video models take them.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Protocol
@@ -42,35 +46,46 @@ class CorruptVideo(CorruptImage):
 
 
 class VideoReader(Protocol):
-    def read_frames(self, path: str | os.PathLike, channels: int) -> Tensor:
-        """Every frame of the video at `path` as uint8 (T, H, W, channels); CorruptVideo if it does not decode."""
+    def decode_frames(self, data: bytes, channels: int, where: str) -> Tensor:
+        """Every frame of the encoded video `data` as uint8 (T, H, W, channels); CorruptVideo naming `where` if it won't decode."""
         ...
 
 
 class PyAVReader:
-    """Decodes the first video stream of a file with PyAV, frame by frame, to RGB or grey."""
+    """Decodes the first video stream of an encoded file (its bytes, from a tree or a shard) with PyAV, to RGB or grey."""
 
     def read_frames(self, path: str | os.PathLike, channels: int) -> Tensor:
-        import av
+        """The frames of the video file at `path`; FileNotFoundError if it is missing (a broken file list, not a bad video)."""
+        return self.decode_frames(Path(path).read_bytes(), channels, str(path))
 
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    def decode_frames(self, data: bytes, channels: int, where: str) -> Tensor:
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        check_channels(channels)
         pixel_format = "gray" if channels == 1 else "rgb24"
         try:
-            with av.open(str(path)) as container:
+            # From memory: a shard member has no file of its own, and FFmpeg probes and seeks a BytesIO like a file.
+            with av.open(io.BytesIO(data)) as container:
                 if not container.streams.video:
-                    raise CorruptVideo(f"{path} has no video stream")
-                frames = [frame.to_ndarray(format=pixel_format) for frame in container.decode(video=0)]
-        except FileNotFoundError:
-            raise  # a missing file is a broken file list, not a damaged video: do not replace it silently
+                    raise CorruptVideo(f"{where} has no video stream")
+                # One reformatter for all frames keeps FFmpeg's colour converter instead of building one per
+                # frame, which costs more than decoding a small video; the pixels are the same.
+                reformatter = VideoReformatter()
+                frames = [reformatter.reformat(frame, format=pixel_format).to_ndarray() for frame in container.decode(video=0)]
+        except CorruptVideo:
+            raise
         except (av.error.FFmpegError, ValueError, OSError) as error:
-            if isinstance(error, CorruptVideo):
-                raise
-            raise CorruptVideo(f"{path} does not decode as a video ({str(error).splitlines()[0][:120]})") from None
+            raise CorruptVideo(f"{where} does not decode as a video ({str(error).splitlines()[0][:120]})") from None
         if not frames:
-            raise CorruptVideo(f"{path} decodes to no frames")
+            raise CorruptVideo(f"{where} decodes to no frames")
         clip = torch.from_numpy(np.stack(frames))
         return clip.unsqueeze(-1) if channels == 1 else clip
+
+
+def check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
 
 
 def check_clip_length(num_frames: int, stride: int = 1) -> None:
@@ -123,12 +138,45 @@ def evaluation_frame_indices(available: int, num_frames: int, stride: int = 1) -
     return evaluation_view_indices(available, num_frames, stride, temporal_views=1)[0]
 
 
-class VideoFolderSource:
-    """root/<split>/<class>/<video>: `read(i)` decodes video i and samples uint8 clips from it.
+class ClipSampler:
+    """How clips are taken from a decoded video, wherever its bytes came from (a tree or shards).
 
-    One view (temporal_views=None): a clip (channels, num_frames, H, W), at random in training, the
-    centred clip in evaluation. temporal_views=T (evaluation only): T clips (T, channels, num_frames, H, W).
+    One view (temporal_views=None): a clip (C, num_frames, H, W), at random in training, the centred
+    clip in evaluation. temporal_views=T (evaluation only): T clips (T, C, num_frames, H, W).
     """
+
+    def __init__(self, num_frames: int, stride: int = 1, training: bool = True, temporal_views: int | None = None):
+        check_clip_length(num_frames, stride)
+        if temporal_views is not None and (training or not isinstance(temporal_views, int) or temporal_views < 1):
+            raise ValueError(
+                f"temporal_views={temporal_views!r} with training={training}: several views are for evaluation; "
+                "pass training=False and a positive number of views, or temporal_views=None for one clip"
+            )
+        self.num_frames, self.stride, self.training, self.temporal_views = num_frames, stride, training, temporal_views
+
+    def frame_indices(self, available: int) -> Tensor:
+        """(num_frames,) indices of the one-view clip, or (temporal_views, num_frames) for several views."""
+        if self.training:
+            return training_frame_indices(available, self.num_frames, self.stride)
+        if self.temporal_views is None:
+            return evaluation_frame_indices(available, self.num_frames, self.stride)
+        return evaluation_view_indices(available, self.num_frames, self.stride, self.temporal_views)
+
+    def clip(self, frames: Tensor) -> Tensor:
+        """Decoded frames (T, H, W, C) -> the clip (C, num_frames, H, W) or clips (views, C, num_frames, H, W)."""
+        clips = frames[self.frame_indices(len(frames))]  # (num_frames, H, W, C) or (views, num_frames, H, W, C)
+        return clips.movedim(-1, -4).contiguous()
+
+    def settings(self) -> dict:
+        """The sampling as a source's fingerprint records it."""
+        sampling = {"num_frames": self.num_frames, "stride": self.stride, "training": self.training}
+        if self.temporal_views is not None:
+            sampling["temporal_views"] = self.temporal_views
+        return sampling
+
+
+class VideoFolderSource:
+    """root/<split>/<class>/<video>: `read(i)` decodes video i and samples uint8 clips from it (see ClipSampler)."""
 
     streamed = True
 
@@ -143,17 +191,9 @@ class VideoFolderSource:
         reader: VideoReader | None = None,
         temporal_views: int | None = None,
     ):
-        check_clip_length(num_frames, stride)
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-        if temporal_views is not None and (training or not isinstance(temporal_views, int) or temporal_views < 1):
-            raise ValueError(
-                f"temporal_views={temporal_views!r} with training={training}: several views are for evaluation; "
-                "pass training=False and a positive number of views, or temporal_views=None for one clip"
-            )
-        self.root, self.split = Path(root), split
-        self.num_frames, self.stride, self.channels, self.training = num_frames, stride, channels, training
-        self.temporal_views = temporal_views
+        self.sampler = ClipSampler(num_frames, stride, training, temporal_views)
+        check_channels(channels)
+        self.root, self.split, self.num_frames, self.channels = Path(root), split, num_frames, channels
         self.reader = reader if reader is not None else PyAVReader()
         split_dir = self.root / split
         if not split_dir.is_dir():
@@ -165,27 +205,14 @@ class VideoFolderSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def frame_indices(self, available: int) -> Tensor:
-        """(num_frames,) indices of the one-view clip, or (temporal_views, num_frames) for several views."""
-        if self.training:
-            return training_frame_indices(available, self.num_frames, self.stride)
-        if self.temporal_views is None:
-            return evaluation_frame_indices(available, self.num_frames, self.stride)
-        return evaluation_view_indices(available, self.num_frames, self.stride, self.temporal_views)
-
     def read(self, index: int) -> Tensor:
         path = self.root / self.split / self.paths[index].decode()
-        frames = self.reader.read_frames(path, self.channels)  # (T, H, W, C)
-        clips = frames[self.frame_indices(len(frames))]  # (num_frames, H, W, C) or (views, num_frames, H, W, C)
-        return clips.movedim(-1, -4).contiguous()  # (C, num_frames, H, W) or (views, C, num_frames, H, W)
+        return self.sampler.clip(self.reader.decode_frames(path.read_bytes(), self.channels, str(path)))
 
     def fingerprint(self) -> dict:
         """Class names, size, sampling and a hash of the file list with sizes (the files are not read)."""
-        sampling = {"num_frames": self.num_frames, "stride": self.stride, "training": self.training}
-        if self.temporal_views is not None:
-            sampling["temporal_views"] = self.temporal_views
         digest = file_list_digest(self.root / self.split, self.paths)
-        return {"classes": list(self.classes), "images": len(self), "clips": sampling, "sha256": digest}
+        return {"classes": list(self.classes), "images": len(self), "clips": self.sampler.settings(), "sha256": digest}
 
 
 def open_video_tree(

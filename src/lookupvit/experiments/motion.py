@@ -1,10 +1,12 @@
 """`lookupvit motion`: the video main job - a motion task that needs time, LookupViViT against ViViT.
 
-No labelled video set is offline, so the task is built from real pixels (data/motion.py): a
-Fashion-MNIST item moving left, right, up or down over a canvas that wraps around, written as real
-mp4 files and decoded by PyAV in training. Any single frame has the same distribution for every
-class, so a model that sees one frame must stay at chance (25 %): that model is trained too, as the
-task's sanity check. LookupViViT (multi-resolution over (tp, hp, wp) grids) and ViViT train with
+No labelled video set is offline, so the task is built from real pixels (data/motion.py): which way
+a shoe (a Fashion-MNIST sandal, sneaker or ankle boot) moves - left, right, up or down - while two
+clothing items move each its own way, over a canvas that wraps around; written as real mp4 files
+and decoded by PyAV in training. (A single item alone on the canvas is solved perfectly by every
+model within two epochs, which compares nothing.) Any single frame has the same distribution for
+every class, so a model that sees one frame must stay at chance (25 %): that model is trained too,
+as the task's sanity check. LookupViViT (multi-resolution over (tp, hp, wp) grids) and ViViT train with
 the same recipe and number of epochs; the report gives top-1 at one view and at several temporal
 views, GFLOPs per view, training clips/s, a plot of accuracy against GFLOPs and attention strips.
 
@@ -42,6 +44,8 @@ CLIP_FRAMES = 8  # frames per clip (tubelets of 2 frames: 4 lookup steps in time
 VIDEO_FRAMES = 16  # frames per video: training clips start anywhere in the first 9
 TEMPORAL_VIEWS = 4  # evaluation views along time (ViViT's 4 x 3; the square canvas needs one spatial view)
 GRIDS = [[2, 2, 2], [2, 4, 4], [4, 4, 4], [4, 6, 6]]  # (tp, hp, wp) inside the (4, 8, 8) lookup grid
+DISTRACTORS = 2  # clothing items moving at random beside the shoe
+ITEM_SIDE = (10.0, 16.0)  # pixels: three items share the 32 px canvas
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ def run_config(run: MotionRun, budget: MotionBudget, videos: Path, out: Path, th
         grids=[list(grid) for grid in run.grids],
         eval_grids=GRIDS,
         eval_batch_size=100,
+        workers=1,  # decodes the next batch while the model trains on this one
         out=str(out / "runs" / run.name),
         threads=threads,
     )
@@ -132,7 +137,7 @@ def write_json(path: Path, value: object) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=1)))
 
 
-def run_motion(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0, seed: int = 0) -> Path:
+def run_motion(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0, seed: int = 0, download: bool = False) -> Path:
     """Write the motion videos (once), train and evaluate every model (resumably), write out/report.md."""
     if budget_name not in BUDGETS:
         raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
@@ -144,7 +149,10 @@ def run_motion(budget_name: str, out: str | Path, device_name: str = "auto", thr
         raise ValueError(f"{out} holds results of another budget or seed ({manifest_path}); use another --out folder")
     write_json(manifest_path, manifest)
     videos = out / "videos"
-    write_motion_videos(videos, train_per_class=budget.train_per_class, val_per_class=budget.val_per_class, seed=seed, frames=VIDEO_FRAMES, canvas=CANVAS)
+    write_motion_videos(
+        videos, train_per_class=budget.train_per_class, val_per_class=budget.val_per_class, seed=seed,
+        frames=VIDEO_FRAMES, canvas=CANVAS, scale=ITEM_SIDE, distractors=DISTRACTORS, download=download,
+    )  # fmt: skip
     (out / "results").mkdir(exist_ok=True)
     runs = motion_runs()
     for index, run in enumerate(runs, 1):
@@ -204,9 +212,29 @@ def plot_motion(rows: list[dict], path: Path, chance: float) -> None:
     axis.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
     axis.set_xlabel("GFLOPs per view (2 x multiply-accumulates)")
     axis.set_ylabel("validation top-1 (%)")
-    axis.set_title("Direction of motion: one LookupViViT at every grid vs ViViT")
+    axis.set_title("Which way does the shoe move? One LookupViViT at every grid vs ViViT")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_example_clips(videos: Path, path: Path, frames_shown: int = 8) -> None:
+    """The first validation video of each class, every other frame: what the models see."""
+    from ..evaluation.visualize import _pyplot
+
+    plt = _pyplot()
+    source = VideoFolderSource(videos, "val", num_frames=VIDEO_FRAMES, channels=1, training=False)
+    figure, axes = plt.subplots(len(source.classes), frames_shown, figsize=(1.1 * frames_shown, 1.25 * len(source.classes)), dpi=110, squeeze=False)
+    for label, name in enumerate(source.classes):
+        clip = source.read(int((source.labels == label).nonzero()[0]))[0]  # (T, H, W)
+        for column in range(frames_shown):
+            frame = column * VIDEO_FRAMES // frames_shown
+            axes[label, column].imshow(clip[frame].numpy(), cmap="gray", vmin=0, vmax=255)
+            axes[label, column].axis("off")
+            axes[label, column].set_title(f"{name}: frame {frame}" if column == 0 else f"frame {frame}", fontsize=7)
+    figure.suptitle("Validation clips: the shoe moves the labelled way, the clothes at random", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -221,9 +249,12 @@ def write_motion_report(out: Path, device: torch.device) -> Path:
     videos = budget["val_per_class"] * len(MOTION_CLASSES)
     low, high = chance_interval(len(MOTION_CLASSES), videos)
     plot_motion(rows, out / "accuracy_vs_flops.png", 1 / len(MOTION_CLASSES))
+    plot_example_clips(out / "videos", out / "clips.png")
     lines = [
-        "# Direction of motion: LookupViViT vs ViViT on real mp4 clips",
+        "# Which way does the shoe move? LookupViViT vs ViViT on real mp4 clips",
         "",
+        f"A Fashion-MNIST shoe moves {', '.join(MOTION_CLASSES)} among {DISTRACTORS} clothing items that move each its own way "
+        "([example clips](clips.png)). "
         f"{budget['train_per_class']} training and {budget['val_per_class']} validation videos per class ({', '.join(MOTION_CLASSES)}), "
         f"{VIDEO_FRAMES} frames of {CANVAS}x{CANVAS} px; clips of {CLIP_FRAMES} frames; {budget['epochs']} epochs, batch {budget['batch_size']}, "
         "the same recipe for every model. Top-1 of the last epoch's model on the validation videos.",
@@ -253,7 +284,7 @@ def write_motion_report(out: Path, device: torch.device) -> Path:
             "",
             f"LookupViViT at grid {grid_label(grid)}: per tubelet (two frames), the last layer's l->p attention averaged over heads and "
             f"compressed tokens, drawn over the tubelet's first frame. On these clips {100 * on_item:.0f} % of the attention falls on the "
-            f"item's pixels, which cover {100 * item_area:.0f} % of the frames ({on_item / item_area:.1f}x uniform attention).",
+            f"items' pixels (shoe and clothes), which cover {100 * item_area:.0f} % of the frames ({on_item / item_area:.1f}x uniform attention).",
             "",
             "![attention strips](attention_strips.png)",
             "",
@@ -279,7 +310,7 @@ def draw_attention_strips(out: Path, device: torch.device, grid: tuple[int, int,
     # How much of the attention lands on the item: each lookup token's share against the item pixels it covers.
     maps, _ = lookup_attention_maps(model, inputs, grid)  # (layers, B, t, h, w), each map sums to 1 over (t, h, w)
     tubelet, patch = model.config.tubelet_frames, model.config.patch_size
-    item = (clips[:, 0] > 0.1).float()  # (B, T, H, W): the item on the black canvas
+    item = (clips[:, 0] > 0.1).float()  # (B, T, H, W): the items on the black canvas
     item_share = torch.nn.functional.avg_pool3d(item[:, None], (tubelet, patch, patch))[:, 0]  # (B, t, h, w)
     on_item = (maps[-1].cpu() * item_share).sum() / len(clips)
     return grid, float(on_item), float(item.mean())

@@ -75,7 +75,7 @@ class TrainConfig:
     randaugment: str = "none"  # AugReg preset: none, light1, light2, medium1, medium2, strong1, strong2
     random_erasing: float = 0.0  # probability of erasing one rectangle (after normalisation)
     threads: int = 0  # torch CPU threads per process; 0: the cores this process may use, shared among torchrun's local processes
-    # video models (lookupvivit, vivit) on the "videos" layout, root/{train,val}/<class>/<video>; clips have the model's num_frames
+    # video models (lookupvivit, vivit) on the "videos" layout, root/{train,val}/<class>/<video> or video shards; clips have the model's num_frames
     frame_stride: int = 1  # frames between the clip's frames, in training and evaluation (ViViT's stride)
     video_channels: int = 3  # decode videos as RGB (3) or grey (1)
     clip_flip: bool = False  # random horizontal flips of training clips; off by default: a flip turns "moving left" into "moving right"
@@ -317,12 +317,12 @@ VIDEO_DEFAULTS = {"frame_stride": 1, "video_channels": 3, "clip_flip": False}
 
 
 def check_layout_fits_model(config: TrainConfig) -> None:
-    """Video models train on video trees and image models on images; say so before any data is read."""
+    """Video models train on videos (trees or shards) and image models on images; say so before any data is read."""
     if is_video_model(config.model):
         if config.dataset == "fashion-mnist" or config.layout not in ("auto", "videos"):
             raise ValueError(
-                f"{config.model} is a video model: it trains on a video tree, dataset=<root> with root/train/<class>/<video> "
-                f"and root/val/<class>/<video> (layout 'videos'), not on {config.dataset!r} with layout {config.layout!r}"
+                f"{config.model} is a video model: it trains on videos, dataset=<root> with root/train/<class>/<video> "
+                f"and root/val/<class>/<video>, or a folder of video shards (layout 'videos'), not on {config.dataset!r} with layout {config.layout!r}"
             )
         return
     if config.layout == "videos":

@@ -6,8 +6,8 @@ Layouts (`layout`, "auto" picks by what is on disk):
 - "imagenet" (root/train/<class>/<image>, root/val/<class>/<image>) and "shards" (tar shards in the
   WebDataset layout): decoded and transformed image by image in DataLoader workers, so memory does
   not grow with the dataset (data/transforms.py);
-- "videos" (root/train/<class>/<video>, root/val/<class>/<video>), for the video models: clips of the
-  model's num_frames, frame_stride apart, decoded and transformed in the workers too (data/video.py).
+- "videos" (root/train/<class>/<video>, root/val/<class>/<video>, or video shards), for the video models:
+  clips of the model's num_frames, frame_stride apart, decoded and transformed in the workers too (data/video.py).
 """
 
 from __future__ import annotations
@@ -41,9 +41,15 @@ def resolve_layout(config: TrainConfig) -> str:
     root = Path(config.dataset)
     if (root / "train").is_dir() and (root / "val").is_dir():
         return "imagenet"
-    if root.is_dir() and any(root.glob("*.tar")):
+    if holds_shards(root):
         return "shards"
     return "class-folders"
+
+
+def holds_shards(root: Path) -> bool:
+    """Whether `root` is a folder of tar shards (train-*.tar, val-*.tar) rather than a train/ and val/ tree."""
+    is_tree = (root / "train").is_dir() and (root / "val").is_dir()
+    return not is_tree and root.is_dir() and any(root.glob("*.tar"))
 
 
 def load_datasets(config: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
@@ -81,8 +87,12 @@ def open_streamed_sources(config: TrainConfig, layout: str):
     if layout == "imagenet":
         train_source, test_source = open_image_tree(config.dataset)
     elif layout == "videos":
+        from ..data.shards import open_video_shards
+
+        # Both kinds of video source share one interface, so everything after this line is the same for either.
+        open_videos = open_video_shards if holds_shards(Path(config.dataset)) else open_video_tree
         num_frames = run_model_config(config).num_frames
-        train_source, test_source = open_video_tree(config.dataset, num_frames, config.frame_stride, config.video_channels)
+        train_source, test_source = open_videos(config.dataset, num_frames, config.frame_stride, config.video_channels)
     else:
         from ..data.shards import open_shards
 
@@ -159,13 +169,13 @@ def open_run_data(config: TrainConfig, normalization: Normalization | None = Non
         train_source, test_source = open_streamed_sources(config, layout)
         image_shape = (3, config.image_size, config.image_size)
         if layout == "videos":
-            image_shape = (config.video_channels, train_source.num_frames, config.image_size, config.image_size)
+            image_shape = (config.video_channels, run_model_config(config).num_frames, config.image_size, config.image_size)
     else:
         check_no_streaming_settings(config, layout)
         train_set, test_set = load_datasets(config)
         train_source, test_source = InMemorySource(train_set), InMemorySource(test_set)
         image_shape = train_set.image_shape
-    normalization = normalization or run_normalization(config, train_source, image_shape[0])
+    normalization = normalization or run_normalization(config, train_source, image_shape[0], clips=layout == "videos")
     return RunData(config, layout, train_source, test_source, normalization, image_shape)
 
 
@@ -200,7 +210,7 @@ def check_no_streaming_settings(config: TrainConfig, layout: str) -> None:
         )
 
 
-def run_normalization(config: TrainConfig, train_source, channels: int) -> Normalization:
+def run_normalization(config: TrainConfig, train_source, channels: int, clips: bool = False) -> Normalization:
     """Fixed statistics ("inception", "imagenet") or those of a seeded random sample of the training set ("dataset")."""
     if config.normalization in NORMALIZATIONS:
         mean, std = NORMALIZATIONS[config.normalization]
@@ -209,7 +219,7 @@ def run_normalization(config: TrainConfig, train_source, channels: int) -> Norma
         return Normalization(mean, std)
     if not train_source.streamed:
         return dataset_normalization(train_source.dataset, config.seed)
-    if hasattr(train_source, "num_frames"):  # clips: the statistics of their frames, as one crop would show them
+    if clips:  # the statistics of the clips' frames, as one crop would show them
         transform = clip_transform(config.image_size, (0.0,) * channels, (1.0,) * channels, training=False, resize=round(config.image_size / config.crop_pct))
         sample = STATISTICS_SAMPLE // 5  # a clip decodes a whole video
     else:
