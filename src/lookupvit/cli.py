@@ -347,8 +347,8 @@ def video_evaluation_batches(args: argparse.Namespace, model, normalization, cla
     else 1), logits averaged."""
     from .data import check_class_names
     from .data.loader import EvalBatches
-    from .data.sources import SubsetSource
     from .data.shards import open_video_shards
+    from .data.sources import SubsetSource
     from .data.video import MultiViewClipTransform, VideoFolderSource
     from .models.serialization import read_metadata
     from .training.data import holds_shards

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch
 from ..data.loader import EvalBatches
 from ..data.motion import MOTION_CLASSES, write_motion_videos
 from ..data.video import MultiViewClipTransform, VideoFolderSource
-from ..evaluation.accuracy import evaluate, format_table, grid_label
+from ..evaluation.accuracy import evaluate, grid_label
 from ..files import atomic_write
 from ..models import LookupViT
 from ..runtime import cpu_model, pick_device

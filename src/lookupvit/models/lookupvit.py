@@ -21,9 +21,11 @@ from ..layers import (
     init_weights,
     resize_tokens,
 )
-from .common import PatchModel, ViTConfig, as_grid, check_positive_number, check_switch, init_position_embedding
+from .common import PatchModel, ViTConfig, as_grid, check_count, check_positive_number, check_switch, init_position_embedding
+from .intermediates import LookupIntermediates
 
 HEAD_CHOICES = ("average", "compressed", "lookup")
+Grid = tuple[int, ...]
 COMPRESSED_INITS = ("resize", "learned")
 
 
@@ -123,7 +125,7 @@ class LookupViTOutput:
     attention: list[Tensor] = field(default_factory=list)  # per layer (B, h, M, N) when asked for
 
 
-class LookupViT(PatchModel):
+class LookupViT(LookupIntermediates, PatchModel):
     """Patch embedding -> lookup tokens; their resize -> compressed tokens; LookupViT blocks; two heads.
 
     With `config.use_lookup_tokens=False` (ablation (a)) the model is a ViT on the resized patch grid:
@@ -160,20 +162,37 @@ class LookupViT(PatchModel):
             self.head_lookup = Linear(dim, config.num_classes)
         self.apply(init_weights)
 
+    # timm's model API (lookupvit.timm registers the variants with timm)
     @property
     def num_features(self) -> int:
         return self.config.embed_dim
 
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of forward_head(..., pre_logits=True): each head reads a D-wide pooled vector."""
+        return self.config.embed_dim
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "learned_compressed_tokens"}
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New heads for `num_classes`; 0 makes both Identity, so forward returns the pooled features (B, D)."""
+        check_count("num_classes", num_classes, minimum=0)
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"LookupViT's heads average-pool: global_pool must be 'avg' or None, not {global_pool!r}")
         self.config.num_classes = num_classes
-        self.head_compressed = Linear(self.num_features, num_classes)
-        self.head_compressed.apply(init_weights)
+        self.head_compressed = self.new_head(num_classes)
         if self.config.use_lookup_tokens:
-            self.head_lookup = Linear(self.num_features, num_classes)
-            self.head_lookup.apply(init_weights)
+            self.head_lookup = self.new_head(num_classes)
+
+    def new_head(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        return Linear(self.num_features, num_classes).apply(init_weights)
 
     def grid_for_budget(self, gflops: float, image_size: tuple[int, int] | None = None) -> tuple[int, ...]:
         """The largest square compressed grid costing at most `gflops` per image: the dial for compute.
@@ -196,20 +215,31 @@ class LookupViT(PatchModel):
 
     def forward_features(self, images: Tensor, grid: int | tuple[int, ...] | None = None, return_attention: bool = False) -> LookupViTOutput:
         """Everything the model computes for `images` (B, C, H, W), or clips (B, C, T, H, W) in LookupViViT, at the compressed `grid`."""
+        compressed, lookup, compressed_grid, lookup_grid = self.embed_tokens(images, grid)
+        attention_maps = []
+        for block in self.blocks:
+            compressed, lookup, attention = self.run_lookupvit_block(block, compressed, lookup)
+            if return_attention and attention is not None:
+                attention_maps.append(attention)
+        return self.finish(compressed, lookup, compressed_grid, lookup_grid, attention_maps)
+
+    def embed_tokens(self, images: Tensor, grid: int | tuple[int, ...] | None) -> tuple[Tensor, Tensor, Grid, Grid]:
+        """The first layer's compressed (B, M, D) and lookup (B, N, D) tokens and their grids."""
         lookup, lookup_grid = self.embed_patches(images)
         compressed_grid = self.resolve_grid(grid, lookup_grid)
         if self.learned_compressed_tokens is None:
             compressed = resize_tokens(lookup, lookup_grid, compressed_grid)
         else:
             compressed = resize_tokens(self.learned_compressed_tokens, self.config.compressed_grid, compressed_grid).expand(len(images), -1, -1)
-        attention_maps = []
-        for block in self.blocks:
-            if not self.config.use_lookup_tokens:
-                compressed = self.run_block(block, compressed)
-                continue
-            compressed, lookup, attention = self.run_block(block, compressed, lookup)
-            if return_attention:
-                attention_maps.append(attention)
+        return compressed, lookup, compressed_grid, lookup_grid
+
+    def run_lookupvit_block(self, block: nn.Module, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        if not self.config.use_lookup_tokens:
+            return self.run_block(block, compressed), lookup, None
+        return self.run_block(block, compressed, lookup)
+
+    def finish(self, compressed: Tensor, lookup: Tensor, compressed_grid: Grid, lookup_grid: Grid, attention: list) -> LookupViTOutput:
+        """Final norms, average pools and both heads on the last block's tokens."""
         compressed = self.norm_compressed(compressed)
         compressed_pooled = compressed.mean(dim=1)
         compressed_logits = self.head_compressed(compressed_pooled)
@@ -229,13 +259,22 @@ class LookupViT(PatchModel):
             lookup_tokens=lookup,
             compressed_grid=compressed_grid,
             lookup_grid=lookup_grid,
-            attention=attention_maps,
+            attention=attention,
         )
 
-    def forward(self, images: Tensor, grid: int | tuple[int, ...] | None = None, head: str | None = None) -> Tensor:
-        """Logits (B, classes) of the chosen head: "average" (default), "compressed" or "lookup"."""
+    def forward_head(self, features: LookupViTOutput, pre_logits: bool = False, head: str | None = None) -> Tensor:
+        """forward_features' output -> the chosen head's logits, or with `pre_logits` the (B, D) vector it reads.
+
+        The average head reads the mean of the two pooled vectors: what forward returns after reset_classifier(0).
+        """
         head = self.head_mode if head is None else head
         if head not in HEAD_CHOICES:
             raise ValueError(f"head must be one of {HEAD_CHOICES}, got {head!r}")
-        output = self.forward_features(images, grid)
-        return {"average": output.logits, "compressed": output.compressed_logits, "lookup": output.lookup_logits}[head]
+        if pre_logits:
+            average = (features.compressed_pooled + features.lookup_pooled) / 2
+            return {"average": average, "compressed": features.compressed_pooled, "lookup": features.lookup_pooled}[head]
+        return {"average": features.logits, "compressed": features.compressed_logits, "lookup": features.lookup_logits}[head]
+
+    def forward(self, images: Tensor, grid: int | tuple[int, ...] | None = None, head: str | None = None) -> Tensor:
+        """Logits (B, classes) of the chosen head: "average" (default), "compressed" or "lookup"."""
+        return self.forward_head(self.forward_features(images, grid), head=head)
