@@ -399,6 +399,11 @@ def test_cli_converts_a_transformers_checkpoint_folder(tmp_path, capsys):
     expected = transformers_logits(reference, pixels)
     torch.testing.assert_close(our_logits(load_model(out).eval(), pixels), expected, **MATCH)
     assert json.loads(read_metadata(out)["classes"]) == [f"LABEL_{i}" for i in range(5)]
+    # The file is ready for `lookupvit eval`/`predict`: class names, and transformers' [-1, 1] input scaling.
+    from lookupvit.training.report import load_trained
+
+    _, normalization, classes = load_trained(out, torch.device("cpu"))
+    assert classes == [f"LABEL_{i}" for i in range(5)] and normalization.mean == normalization.std == (0.5,) * 3
     # a pytorch_model.bin folder (read with weights_only) converts the same
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()

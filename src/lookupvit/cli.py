@@ -223,7 +223,9 @@ def cmd_convert(args: argparse.Namespace) -> None:
         if args.model is not None:
             raise ValueError("--model names the video variant an image model is inflated into; a transformers ViViT converts as it is")
         model, classes = load_transformers_vivit(args.src)
-        extra = {"classes": json.dumps(classes)}
+        # transformers' ViViT processor scales pixels to [-1, 1]: mean = std = 0.5 per channel, as our inception normalisation.
+        channels = model.config.in_chans
+        extra = {"classes": json.dumps(classes), "normalization": json.dumps([[0.5] * channels, [0.5] * channels])}
     else:
         if args.model is None:
             raise ValueError("--from image needs --model, the video variant to inflate into, e.g. --model lookupvivit_nano4")

@@ -52,7 +52,7 @@ def plot_accuracy_vs_flops(rows: list[dict], path: str | Path, title: str, basel
 
 @torch.no_grad()
 def lookup_attention_maps(model: LookupViT, images: Tensor, grid) -> tuple[Tensor, tuple[int, int]]:
-    """Per layer, the l->p attention averaged over heads and compressed tokens: (layers, B, h_l, w_l).
+    """Per layer, the l->p attention averaged over heads and compressed tokens: (layers, B, *lookup_grid), (t, h, w) for video.
 
     Each compressed token's attention row is a distribution over lookup tokens, so the average says
     which parts of the image the compressed tokens gather from.

@@ -104,6 +104,11 @@ class TrainConfig:
             names = sorted(f.name for f in dataclasses.fields(AugmentConfig))
             raise ValueError(f"unknown augment setting(s) in {sorted(self.augment)}; valid: {names}") from None
 
+    @property
+    def clip_resize(self) -> int:
+        """Video clips: the short side frames are resized to before the crop of image_size (ViViT's 256 for 224)."""
+        return round(self.image_size / self.crop_pct)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -19,7 +19,7 @@ import torch
 
 from ..data import ImageDataset, Normalization, check_class_names, dataset_normalization, load_fashion_mnist, load_image_folder
 from ..data.datasets import channel_statistics
-from ..data.loader import BatchPlan, EvalBatches, InMemoryTrainingBatches, StreamedTrainingBatches, dataset_batches
+from ..data.loader import BatchPlan, EvalBatches, InMemoryTrainingBatches, StreamedTrainingBatches, dataset_batches, sample_seed
 from ..data.sources import CorruptImage, InMemorySource, SubsetSource, open_image_tree
 from ..data.transforms import NORMALIZATIONS, eval_transform, train_transform, unnormalized_eval_transform
 from ..data.video import clip_transform, open_video_tree
@@ -128,8 +128,7 @@ class RunData:
         """The per-sample transform of a streamed layout: images (data/transforms.py) or clips (data/video.py)."""
         config, mean, std = self.config, self.normalization.mean, self.normalization.std
         if self.layout == "videos":
-            resize = round(config.image_size / config.crop_pct)
-            return clip_transform(config.image_size, mean, std, training, flip=training and config.clip_flip, resize=resize)
+            return clip_transform(config.image_size, mean, std, training, flip=training and config.clip_flip, resize=config.clip_resize)
         if training:
             return train_transform(config.image_size, mean, std, tuple(config.crop_scale), config.randaugment, config.random_erasing)
         return eval_transform(config.image_size, mean, std, config.crop_pct)
@@ -220,17 +219,21 @@ def run_normalization(config: TrainConfig, train_source, channels: int, clips: b
     if not train_source.streamed:
         return dataset_normalization(train_source.dataset, config.seed)
     if clips:  # the statistics of the clips' frames, as one crop would show them
-        transform = clip_transform(config.image_size, (0.0,) * channels, (1.0,) * channels, training=False, resize=round(config.image_size / config.crop_pct))
+        transform = clip_transform(config.image_size, (0.0,) * channels, (1.0,) * channels, training=False, resize=config.clip_resize)
         sample = STATISTICS_SAMPLE // 5  # a clip decodes a whole video
     else:
         transform, sample = unnormalized_eval_transform(config.image_size, config.crop_pct), STATISTICS_SAMPLE
     picks = torch.randperm(len(train_source), generator=torch.Generator().manual_seed(config.seed))[:sample]
     images = []
-    for index in picks.tolist():
-        try:
-            images.append(transform(train_source.read(index)))
-        except CorruptImage:
-            continue  # counted and replaced when training reads it
+    # A training source may draw while reading (a clip's random start): seeded per pick, and without touching the
+    # caller's RNG, so a resumed run in a fresh process computes exactly the statistics it started with.
+    with torch.random.fork_rng(devices=[]):
+        for index in picks.tolist():
+            torch.manual_seed(sample_seed(config.seed, 0, index))
+            try:
+                images.append(transform(train_source.read(index)))
+            except CorruptImage:
+                continue  # counted and replaced when training reads it
     if not images:
         raise ValueError(f"none of {len(picks)} sampled training images decodes; the training data is damaged")
     return channel_statistics(torch.stack(images))

@@ -32,6 +32,7 @@ from ..evaluation.accuracy import evaluate, grid_label
 from ..files import atomic_write
 from ..layers import global_batch_rows
 from ..models import LookupViT
+from ..models.common import as_grid
 from ..models.registry import create_model
 from ..models.serialization import save_model
 from ..runtime import available_cores, compile_model, configure_threads, pick_device
@@ -56,7 +57,7 @@ def model_metadata(data: RunData) -> dict[str, str]:
     metadata = {"classes": json.dumps(list(data.classes)), "normalization": json.dumps(data.normalization.to_json())}
     if data.layout == "videos":
         metadata["frame_stride"] = str(data.config.frame_stride)
-        metadata["clip_resize"] = str(round(data.config.image_size / data.config.crop_pct))  # the short side before the crop
+        metadata["clip_resize"] = str(data.config.clip_resize)
     return metadata
 
 
@@ -157,7 +158,7 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
 def grid_for_step(grids: list, seed: int, step: int, dims: int = 2) -> tuple[int, ...]:
     """The compressed grid of `step`, drawn uniformly from `grids`; a whole number g is g in each of the `dims` dimensions."""
     choice = grids[random.Random(step_seed(seed, step, 1)).randrange(len(grids))]
-    return (choice,) * dims if isinstance(choice, int) else tuple(choice)
+    return as_grid(choice, "grid", dims)
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,7 +410,7 @@ def evaluation_grids(config: TrainConfig, model: nn.Module) -> list:
     dims = len(lookup_grid)
 
     def sides(grid) -> tuple[int, ...]:
-        return (grid,) * dims if isinstance(grid, int) else tuple(grid)
+        return (grid,) * dims if isinstance(grid, int) else tuple(grid)  # as_grid, without refusing another length
 
     grids = [g if isinstance(g, int) else tuple(g) for g in config.eval_grids]
     grids = [g for g in grids if len(sides(g)) == dims and all(s <= limit for s, limit in zip(sides(g), lookup_grid))]

@@ -86,7 +86,7 @@ def write_report(run: str | Path, device: torch.device, attention_grids: list | 
             f"{100 * default['average']['top1']:.2f} %**",
             "",
         ]
-    lines += [format_table(rows), "", "FLOPs are per image, 2 x multiply-accumulates.", "", "![accuracy vs FLOPs](accuracy_vs_flops.png)", ""]
+    lines += [format_table(rows), "", "FLOPs are per image (per clip for video models), 2 x multiply-accumulates.", "", "![accuracy vs FLOPs](accuracy_vs_flops.png)", ""]
     if isinstance(model, LookupViT) and data.layout == "videos":
         picks = one_per_class(data.test.labels, 4)
         display = torch.stack([display_image(data, i) for i in picks])
