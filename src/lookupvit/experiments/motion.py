@@ -56,7 +56,7 @@ class MotionBudget:
 
 
 BUDGETS = {
-    "quick": MotionBudget(train_per_class=16, val_per_class=8, epochs=1, batch_size=16),
+    "quick": MotionBudget(train_per_class=8, val_per_class=4, epochs=1, batch_size=16),  # checks the pipeline (a test)
     "full": MotionBudget(train_per_class=1000, val_per_class=250, epochs=6, batch_size=64),
 }
 
@@ -105,12 +105,12 @@ def run_config(run: MotionRun, budget: MotionBudget, videos: Path, out: Path, th
     )
 
 
-def evaluate_views(model, run_folder: Path, config: TrainConfig, normalization, grids: list, device: torch.device, views: int) -> list[dict]:
+def evaluate_views(model, config: TrainConfig, normalization, grids: list, device: torch.device, views: int) -> list[dict]:
     """Top-1 on the validation videos with `views` temporal clips per video, logits averaged."""
     source = VideoFolderSource(
         config.dataset, "val", model.config.num_frames, config.frame_stride, config.video_channels, training=False, temporal_views=views
     )
-    transform = MultiViewClipTransform(config.image_size, normalization.mean, normalization.std, spatial_views=1, resize=config.image_size)
+    transform = MultiViewClipTransform(config.image_size, normalization.mean, normalization.std, spatial_views=1, resize=config.clip_resize)
     return evaluate(model, EvalBatches(source, transform, config.eval_batch_size, workers=0), grids, device)
 
 
@@ -119,8 +119,8 @@ def run_and_evaluate(run: MotionRun, budget: MotionBudget, videos: Path, out: Pa
     folder = train(config)
     model, normalization, _ = load_trained(folder / "model.safetensors", device)  # the last epoch: no selection on validation data
     grids = [tuple(grid) for grid in GRIDS] if isinstance(model, LookupViT) else [None]
-    one_view = evaluate_views(model, folder, config, normalization, grids, device, views=1)
-    multi_view = evaluate_views(model, folder, config, normalization, grids, device, views=TEMPORAL_VIEWS)
+    one_view = evaluate_views(model, config, normalization, grids, device, views=1)
+    multi_view = evaluate_views(model, config, normalization, grids, device, views=TEMPORAL_VIEWS)
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     speeds = list({r["step"]: r["images_per_s"] for r in records if "images_per_s" in r}.values())
     return {

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data import Normalization, check_class_names
 from ..data.transforms import unnormalized_eval_transform
+from ..data.video import clip_transform
 from ..evaluation.accuracy import evaluate, format_table
 from ..evaluation.visualize import plot_accuracy_vs_flops, plot_attention_maps, plot_video_attention
 from ..models import LookupViT
@@ -34,8 +35,8 @@ def display_image(data: RunData, index: int) -> torch.Tensor:
     if not data.streamed:
         return data.test.read(index).float() / 255
     if data.layout == "videos":
-        channels = data.image_shape[0]
-        return RunData(data.config, data.layout, data.train, data.test, Normalization((0.0,) * channels, (1.0,) * channels), data.image_shape).transform(training=False)(data.test.read(index))
+        channels, config = data.image_shape[0], data.config
+        return clip_transform(config.image_size, (0.0,) * channels, (1.0,) * channels, training=False, resize=config.clip_resize)(data.test.read(index))
     return unnormalized_eval_transform(data.config.image_size, data.config.crop_pct)(data.test.read(index))
 
 
