@@ -3,8 +3,8 @@
 No labelled video set is offline, so the task is built from real pixels (data/motion.py): which way
 a shoe (a Fashion-MNIST sandal, sneaker or ankle boot) moves - left, right, up or down - while two
 clothing items move each its own way, over a canvas that wraps around; written as real mp4 files
-and decoded by PyAV in training. (A single item alone on the canvas is solved perfectly by every
-model within two epochs, which compares nothing.) Any single frame has the same distribution for
+and decoded by PyAV in training. (With a single item alone on the canvas LookupViViT reached 100 %
+validation top-1 by its fifth epoch: a task every model solves compares nothing.) Any single frame has the same distribution for
 every class, so a model that sees one frame must stay at chance (25 %): that model is trained too,
 as the task's sanity check. LookupViViT (multi-resolution over (tp, hp, wp) grids) and ViViT train with
 the same recipe and number of epochs; the report gives top-1 at one view and at several temporal
