@@ -49,7 +49,7 @@ from tqdm import tqdm
 from ..files import atomic_write
 from .folders import IMAGE_SUFFIXES
 from .sources import ImageTreeSource, decode_image, open_image_tree
-from .video import VIDEO_SUFFIXES, ClipSampler, PyAVReader, VideoFolderSource, VideoReader, check_channels, open_video_tree
+from .video import VIDEO_SUFFIXES, ClipReading, VideoFolderSource, VideoReader, open_video_tree
 
 # Media members the reader recognises: the image folders' suffixes, all of which Pillow decodes, and the
 # video trees' suffixes, which PyAV decodes. ShardIndex.extension indexes MEDIA_EXTENSIONS; the images come
@@ -355,7 +355,7 @@ class ShardSource(ShardSamples):
         return decode_image(self.read_bytes(index), self.channels, self.where(index))
 
 
-class VideoShardSource(ShardSamples):
+class VideoShardSource(ClipReading, ShardSamples):
     """Video shards read by index as uint8 clips, sampled as VideoFolderSource samples them (data/video.ClipSampler)."""
 
     media = "video"
@@ -372,14 +372,11 @@ class VideoShardSource(ShardSamples):
         temporal_views: int | None = None,
         classes: tuple[str, ...] | None = None,
     ):
-        self.sampler = ClipSampler(num_frames, stride, training, temporal_views)
-        check_channels(channels)
+        self.init_clip_reading(num_frames, stride, channels, training, reader, temporal_views)
         super().__init__(root, split, classes)
-        self.num_frames, self.channels = num_frames, channels
-        self.reader = reader if reader is not None else PyAVReader()
 
     def read(self, index: int) -> Tensor:
-        return self.sampler.clip(self.reader.decode_frames(self.read_bytes(index), self.channels, self.where(index)))
+        return self.clip(self.read_bytes(index), self.where(index))
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "clips": self.sampler.settings()}

@@ -175,7 +175,23 @@ class ClipSampler:
         return sampling
 
 
-class VideoFolderSource:
+class ClipReading:
+    """What every video source shares, wherever its bytes come from (a folder, shards): sampling and decoding."""
+
+    def init_clip_reading(
+        self, num_frames: int, stride: int, channels: int, training: bool, reader: VideoReader | None, temporal_views: int | None
+    ) -> None:
+        self.sampler = ClipSampler(num_frames, stride, training, temporal_views)
+        check_channels(channels)
+        self.num_frames, self.channels = num_frames, channels
+        self.reader = reader if reader is not None else PyAVReader()
+
+    def clip(self, data: bytes, where: str) -> Tensor:
+        """An encoded video's uint8 clip (C, F, H, W), or its views (T, C, F, H, W)."""
+        return self.sampler.clip(self.reader.decode_frames(data, self.channels, where))
+
+
+class VideoFolderSource(ClipReading):
     """root/<split>/<class>/<video>: `read(i)` decodes video i and samples uint8 clips from it (see ClipSampler)."""
 
     streamed = True
@@ -191,10 +207,8 @@ class VideoFolderSource:
         reader: VideoReader | None = None,
         temporal_views: int | None = None,
     ):
-        self.sampler = ClipSampler(num_frames, stride, training, temporal_views)
-        check_channels(channels)
-        self.root, self.split, self.num_frames, self.channels = Path(root), split, num_frames, channels
-        self.reader = reader if reader is not None else PyAVReader()
+        self.init_clip_reading(num_frames, stride, channels, training, reader, temporal_views)
+        self.root, self.split = Path(root), split
         split_dir = self.root / split
         if not split_dir.is_dir():
             raise FileNotFoundError(
@@ -207,7 +221,7 @@ class VideoFolderSource:
 
     def read(self, index: int) -> Tensor:
         path = self.root / self.split / self.paths[index].decode()
-        return self.sampler.clip(self.reader.decode_frames(path.read_bytes(), self.channels, str(path)))
+        return self.clip(path.read_bytes(), str(path))
 
     def fingerprint(self) -> dict:
         """Class names, size, sampling and a hash of the file list with sizes (the files are not read)."""

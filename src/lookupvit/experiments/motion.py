@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +29,12 @@ from ..data.loader import EvalBatches
 from ..data.motion import MOTION_CLASSES, write_motion_videos
 from ..data.video import MultiViewClipTransform, VideoFolderSource
 from ..evaluation.accuracy import evaluate, grid_label
-from ..files import atomic_write
 from ..models import LookupViT
-from ..runtime import cpu_model, pick_device
+from ..runtime import pick_device
 from ..training.config import TrainConfig
 from ..training.engine import train
 from ..training.report import load_trained
+from .results import claim_folder, run_each
 
 CANVAS = 32  # frame side in pixels; nano4's 4x4 patches give an 8x8 spatial lookup grid
 CLIP_FRAMES = 8  # frames per clip (tubelets of 2 frames: 4 lookup steps in time)
@@ -132,37 +130,25 @@ def run_and_evaluate(run: MotionRun, budget: MotionBudget, videos: Path, out: Pa
     }
 
 
-def write_json(path: Path, value: object) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=1)))
-
-
 def run_motion(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0, seed: int = 0, download: bool = False) -> Path:
     """Write the motion videos (once), train and evaluate every model (resumably), write out/report.md."""
     if budget_name not in BUDGETS:
         raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
     budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"budget": budget_name, **dataclasses.asdict(budget), "seed": seed}
-    manifest_path = out / "budget.json"
-    if manifest_path.exists() and json.loads(manifest_path.read_text()) != manifest:
-        raise ValueError(f"{out} holds results of another budget or seed ({manifest_path}); use another --out folder")
-    write_json(manifest_path, manifest)
+    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget), "seed": seed}, "another budget or seed")
     videos = out / "videos"
     write_motion_videos(
         videos, train_per_class=budget.train_per_class, val_per_class=budget.val_per_class, seed=seed,
         frames=VIDEO_FRAMES, canvas=CANVAS, scale=ITEM_SIDE, distractors=DISTRACTORS, download=download,
     )  # fmt: skip
-    (out / "results").mkdir(exist_ok=True)
-    runs = motion_runs()
-    for index, run in enumerate(runs, 1):
-        path = out / "results" / f"{run.name}.json"
-        if path.exists():
-            print(f"[{index}/{len(runs)}] {run.name}: done earlier, skipped")
-            continue
-        print(f"[{index}/{len(runs)}] {run.name}: {run.model} {run.model_args}", flush=True)
-        result = run_and_evaluate(run, budget, videos, out, device, threads)
-        result["hardware"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu_model(), "torch": torch.__version__}
-        write_json(path, result)
+    run_each(
+        motion_runs(),
+        out / "results",
+        describe=lambda run: f"{run.model} {run.model_args}",
+        run=lambda run: run_and_evaluate(run, budget, videos, out, device, threads),
+        device=device,
+    )
     return write_motion_report(out, device)
 
 

@@ -9,9 +9,6 @@ experiment in flight (and training itself resumes from its last checkpoint); a r
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +20,12 @@ from ..evaluation.accuracy import evaluate
 from ..evaluation.corruptions import corrupted_test_set, plot_corruption_grid
 from ..evaluation.fewshot import extract_features, few_shot_accuracy
 from ..evaluation.robustness import corruption_results
-from ..files import atomic_write
 from ..runtime import pick_device
 from ..training.config import TrainConfig
 from ..training.data import load_datasets
 from ..training.engine import train
 from ..training.report import load_trained
+from .results import claim_folder, run_each
 
 BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
 TRANSFER_CLASSES = [5, 6, 7, 8, 9]  # sandal, shirt, sneaker, bag, ankle boot: never seen in training
@@ -162,10 +159,6 @@ def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: to
     return result
 
 
-def write_json(path: Path, value: object) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=1)))
-
-
 def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0) -> Path:
     """Run (or finish) every experiment of the budget and write out/report.md; returns its path.
 
@@ -174,12 +167,8 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
     if budget_name not in BUDGETS:
         raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
     budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    manifest = {"budget": budget_name, **dataclasses.asdict(budget)}
-    manifest_path = out / "budget.json"
-    if manifest_path.exists() and json.loads(manifest_path.read_text()) != json.loads(json.dumps(manifest)):
-        raise ValueError(f"{out} holds results of another budget; use another --out folder")
-    write_json(manifest_path, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget)}, "another budget")
 
     base = TrainConfig(classes=BACKBONE_CLASSES, test_subset=budget.test_subset)
     _, test_set = load_datasets(base)
@@ -188,16 +177,13 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
     plot_corruption_grid(clean.images[0], out / "corruptions.png")
     transfer = transfer_sets(budget)
 
-    todo = experiments(budget)
-    for index, experiment in enumerate(todo, 1):
-        path = out / "results" / f"{experiment.name}.json"
-        if path.exists():
-            print(f"[{index}/{len(todo)}] {experiment.name}: done earlier, skipped")
-            continue
-        print(f"[{index}/{len(todo)}] {experiment.name}: {experiment.model} {experiment.model_args or ''}", flush=True)
-        result = run_experiment(experiment, budget, out, device, corrupted, clean, transfer, threads)
-        result["hardware"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__, "device": str(device)}
-        write_json(path, result)
+    run_each(
+        experiments(budget),
+        out / "results",
+        describe=lambda experiment: f"{experiment.model} {experiment.model_args or ''}",
+        run=lambda experiment: run_experiment(experiment, budget, out, device, corrupted, clean, transfer, threads),
+        device=device,
+    )
 
     from .report import write_reproduction_report
 

@@ -1,0 +1,42 @@
+"""What every resumable experiment suite shares: its results written one JSON per experiment, as each finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..files import atomic_write
+from ..runtime import cpu_model
+
+
+def write_json(path: Path, value: object) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=1)))
+
+
+def claim_folder(out: Path, manifest: dict, what: str) -> None:
+    """Record the suite's settings in out/budget.json, refusing a folder that holds results of other settings."""
+    path = out / "budget.json"
+    if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(manifest)):
+        raise ValueError(f"{out} holds results of {what} ({path}); use another --out folder")
+    write_json(path, manifest)
+
+
+def run_each(items: Sequence, results: Path, describe: Callable[[object], str], run: Callable[[object], dict], device: torch.device) -> None:
+    """run(item) for every item (with a `name`) whose results/<name>.json is missing, writing it as soon as it is known,
+    so a killed suite loses at most the item in flight and a rerun skips what is done."""
+    results.mkdir(parents=True, exist_ok=True)
+    for index, item in enumerate(items, 1):
+        path = results / f"{item.name}.json"
+        if path.exists():
+            print(f"[{index}/{len(items)}] {item.name}: done earlier, skipped")
+            continue
+        print(f"[{index}/{len(items)}] {item.name}: {describe(item)}", flush=True)
+        result = run(item)
+        result["hardware"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu_model(),
+                             "torch": torch.__version__, "device": str(device)}  # fmt: skip
+        write_json(path, result)
