@@ -19,7 +19,7 @@ from .models import (
 from .models.budget import grid_for_gflops, grid_for_milliseconds
 from .models.flops import analytic_flops, measured_flops
 from .models.registry import build_model, create_model, list_models, model_config
-from .models.serialization import load_model, load_weights, save_model
+from .models.serialization import from_pretrained, load_model, load_weights, save_model, save_pretrained
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "analytic_flops",
     "build_model",
     "create_model",
+    "from_pretrained",
     "grid_for_gflops",
     "grid_for_milliseconds",
     "list_models",
@@ -49,4 +50,5 @@ __all__ = [
     "measured_flops",
     "model_config",
     "save_model",
+    "save_pretrained",
 ]

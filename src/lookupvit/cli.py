@@ -215,25 +215,24 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from .models.convert import inflate_image_model, inflated_config, load_transformers_vivit
-    from .models.serialization import load_model, read_metadata, save_model
+    from .models.serialization import save_model
+    from .models.sources import convert_to, detect_source_kind, read_source
 
-    source = args.source_format or ("transformers-vivit" if Path(args.src).is_dir() else "image")
-    if source == "transformers-vivit":
-        if args.model is not None:
-            raise ValueError("--model names the video variant an image model is inflated into; a transformers ViViT converts as it is")
-        model, classes = load_transformers_vivit(args.src)
-        # transformers' ViViT processor scales pixels to [-1, 1]: mean = std = 0.5 per channel, as our inception normalisation.
-        channels = model.config.in_chans
-        extra = {"classes": json.dumps(classes), "normalization": json.dumps([[0.5] * channels, [0.5] * channels])}
-    else:
-        if args.model is None:
-            raise ValueError("--from image needs --model, the video variant to inflate into, e.g. --model lookupvivit_nano4")
-        image_model = load_model(args.src)
-        model = inflate_image_model(image_model, inflated_config(image_model.config, args.model), args.rule)
-        extra = read_metadata(args.src)  # class names and normalisation carry over; save_model rewrites config and checksum
+    kind = args.source_format or detect_source_kind(args.src)
+    if kind == "transformers-vivit" and args.model is not None:
+        raise ValueError("--model names the model an image checkpoint becomes; a transformers ViViT converts as it is")
+    if kind == "ours" and args.model is None:
+        raise ValueError(f"{args.src} is already a lookupvit model file: pass --model, the variant to convert it into (lookupvit_*, vivit_*, lookupvivit_*)")
+    reads_a_new_head = kind in ("timm", "big-vision")
+    source, extra = read_source(kind, args.src, args.num_heads, args.num_classes if reads_a_new_head else None, args.normalization)
+    overrides = {"img_size": args.image_size} if args.image_size else {}
+    if args.num_classes and not reads_a_new_head:
+        overrides["num_classes"] = args.num_classes
+    model = convert_to(source, args.model, args.rule, args.lookup_mlp, **overrides)
+    if "classes" in extra and len(json.loads(extra["classes"])) != model.config.num_classes:  # new heads: the source's class names do not apply
+        extra["classes"] = json.dumps([str(index) for index in range(model.config.num_classes)])
     save_model(model, args.out, extra=extra)
-    print(f"wrote {args.out}: {type(model).__name__} for {model.config.input_description()}, from {source} {args.src}")
+    print(f"wrote {args.out}: {type(model).__name__} for {model.config.input_description()}, from {kind} {args.src}")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -248,6 +247,13 @@ def cmd_motion(args: argparse.Namespace) -> None:
 
     configure_threads(args.threads)
     print(f"report: {run_motion(args.budget, args.out, args.device, threads=args.threads, seed=args.seed, download=args.download)}")
+
+
+def cmd_warmstart(args: argparse.Namespace) -> None:
+    from .experiments.warmstart import run_warmstart
+
+    configure_threads(args.threads)
+    print(f"report: {run_warmstart(args.budget, args.out, args.device, threads=args.threads)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -482,14 +488,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="model.onnx")
     export.set_defaults(func=cmd_export)
 
-    convert = commands.add_parser("convert", help="a transformers ViViT checkpoint, or an image model inflated into a video model, as a lookupvit model file")
-    convert.add_argument("src", help="a transformers checkpoint folder (config.json + model.safetensors or pytorch_model.bin), or an image model file of ours")
-    convert.add_argument("--out", required=True, help="the .safetensors model file to write")
-    convert.add_argument(
-        "--from", dest="source_format", choices=["transformers-vivit", "image"], help="what SRC is (default: a folder is transformers-vivit, a file an image model)"
+    convert = commands.add_parser(
+        "convert", help="a timm / big_vision ViT, a transformers ViViT or a model of ours as a lookupvit model file, optionally warm-starting a LookupViT or inflating into video"
     )
-    convert.add_argument("--model", type=model_name, help="--from image: the video variant to inflate into, e.g. lookupvivit_nano4 or vivit_b16")
-    convert.add_argument("--rule", choices=["central", "average"], default="central", help="--from image: patch kernel at the central frame, or averaged over the tubelet")
+    convert.add_argument(
+        "src",
+        help="a timm ViT (hub folder, .safetensors/.pth/.bin state dict), a big_vision/AugReg .npz, a transformers ViViT folder, or a model file of ours",
+    )
+    convert.add_argument("--out", required=True, help="the .safetensors model file to write")
+    convert.add_argument("--from", dest="source_format", choices=["transformers-vivit", "timm", "big-vision", "ours"], help="what SRC is (default: recognised from its layout)")
+    convert.add_argument(
+        "--model", type=model_name, help="what to convert into: lookupvit_* (warm start from a ViT), vivit_* / lookupvivit_* (inflation); default: the source as our model"
+    )
+    convert.add_argument("--rule", choices=["central", "average"], default="central", help="video inflation: patch kernel at the central frame, or averaged over the tubelet")
+    convert.add_argument("--lookup-mlp", choices=["largest", "first", "fresh"], default="largest", help="warm start: which ViT MLP units the lookup MLP keeps")
+    convert.add_argument("--num-heads", type=positive_int, help="timm checkpoints of a non-standard width: their attention heads")
+    convert.add_argument("--num-classes", type=positive_int, help="a new classifier for this many classes (fine-tuning on other labels)")
+    convert.add_argument("--image-size", type=positive_int, help="warm start: the LookupViT's image size (default: the variant's); position embeddings are resampled")
+    convert.add_argument("--normalization", choices=["inception", "imagenet"], help="how the source's images were normalised, when its files do not say")
     convert.set_defaults(func=cmd_convert)
 
     reproduce = commands.add_parser("reproduce", help="the paper's claims at small scale: baselines, ablations, multi-res, robustness, few-shot")
@@ -507,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     motion.add_argument("--device", default="auto")
     motion.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     motion.set_defaults(func=cmd_motion)
+
+    warmstart = commands.add_parser("warmstart", help="a LookupViT started from a trained ViT vs from scratch, two seeds each, on Fashion-MNIST")
+    warmstart.add_argument("--budget", choices=["quick", "full"], default="full", help="quick: a minute, checks the pipeline; full: the documented run")
+    warmstart.add_argument("--out", default="runs/warmstart", help="results folder; a rerun skips finished runs and resumes training")
+    warmstart.add_argument("--device", default="auto")
+    warmstart.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
+    warmstart.set_defaults(func=cmd_warmstart)
 
     train = commands.add_parser("train", help="train (or resume) a run; runs under torchrun for several processes")
     train.add_argument("--config", help="TOML file whose top-level keys are TrainConfig fields (see configs/)")

@@ -172,6 +172,22 @@ class PatchModel(torch.nn.Module):
         """
         self.grad_checkpointing = enable
 
+    def save_pretrained(self, folder, extra: dict[str, str] | None = None):
+        """A hub-style folder, config.json + model.safetensors (models.serialization.save_pretrained)."""
+        from .serialization import save_pretrained  # serialization builds models from the registry, which imports this module
+
+        return save_pretrained(self, folder, extra)
+
+    @classmethod
+    def from_pretrained(cls, path, map_location: str | torch.device = "cpu"):
+        """The model in a save_pretrained folder (or a model file), which must hold this class; lookupvit.from_pretrained takes any."""
+        from .serialization import from_pretrained
+
+        model = from_pretrained(path, map_location)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}; lookupvit.from_pretrained(path) loads any model")
+        return model
+
     def run_block(self, block: torch.nn.Module, *inputs: Tensor):
         """`block(*inputs)`, recomputed in backward when grad checkpointing is on and a backward can follow."""
         if self.grad_checkpointing and torch.is_grad_enabled():

@@ -1,5 +1,15 @@
 """Model files: safetensors weights in their own dtype, with the JSON config, the dtype and a SHA-256
-checksum in the header, so a file alone rebuilds its model and a damaged one is refused."""
+checksum in the header, so a file alone rebuilds its model and a damaged one is refused.
+
+Hub-style folders (`save_pretrained` / `from_pretrained`) hold the same file as `model.safetensors`
+next to a `config.json`: the layout huggingface_hub's PyTorchModelHubMixin writes for a model whose
+`__init__` takes a dataclass `config` (its fields at the top level), plus `architecture` and the
+metadata. A mixin class over our models reads these folders; `huggingface_hub.upload_folder`
+publishes one. We do not use the mixin itself: it loads with strict=False by default (missing
+weights pass silently), falls back to pickles, and turns any path that is not a folder into a
+hub download; here a folder is read locally, checked key by key and against its checksum.
+Every function that reads a model file also takes such a folder.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +27,8 @@ from ..files import DAMAGED, atomic_write, hash_tensor, refuse_directory
 from .registry import ARCHITECTURES, arch_name, build_model
 
 FORMAT = "lookupvit/1"
+WEIGHTS_NAME = "model.safetensors"  # the file in a hub-style folder
+CONFIG_NAME = "config.json"
 CHECKSUM_KEY = "sha256"  # header metadata key of a model file's checksum
 DTYPE_KEY = "dtype"  # header metadata key of the dtype a model file's weights were saved in
 
@@ -69,9 +81,19 @@ def _unreadable_model_file(path: Path, error: Exception) -> ValueError:
     return ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}")
 
 
+def model_file(path: str | os.PathLike) -> Path:
+    """The model file a path names: the path itself, or a hub-style folder's model.safetensors."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"{path} is a folder without {WEIGHTS_NAME}; expected a folder written by save_pretrained, or a model file")
+        return path / WEIGHTS_NAME
+    return path
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata in a model file's header (config, and e.g. class names written by training); not verified."""
-    path = Path(path)
+    path = model_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:
@@ -86,7 +108,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
 
     Files without a checksum (written by lookupvit before checksums, or by other tools) are read unverified.
     """
-    path = Path(path)
+    path = model_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:
@@ -120,7 +142,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
     The checksum in the header is verified first; a damaged file raises ValueError.
     """
-    path = Path(path)
+    path = model_file(path)
     metadata, tensors = read_model_file(path)
     if metadata.get("format") != FORMAT or metadata.get("arch") not in ARCHITECTURES:
         raise ValueError(
@@ -149,7 +171,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     does. A bf16 file loads exactly into a float32 model; a float32 file loaded into a bf16 model is
     rounded to bf16. To get the model in the dtype it was saved in, use load_model.
     """
-    path = Path(path)
+    path = model_file(path)
     metadata, tensors = read_model_file(path)
     _load_state(model, tensors, metadata, path)
 
@@ -172,3 +194,50 @@ def _load_state(model: nn.Module, state: dict[str, Tensor], metadata: dict[str, 
         holds = f"the file holds a {metadata['arch']} model with config {metadata['config']}; " if "arch" in metadata else ""
         raise ValueError(f"{path} does not match this {type(model).__name__} (another architecture or size?): {holds}" + "; ".join(problems))
     model.load_state_dict(state)  # copies each tensor into the model's parameter, casting it to the parameter's dtype
+
+
+# --------------------------------------------------------------------------------------------
+# Hub-style folders
+# --------------------------------------------------------------------------------------------
+
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
+    """Write `folder`/config.json and `folder`/model.safetensors (the model file save_model writes); returns the folder.
+
+    `extra`: string metadata as for save_model (class names, normalisation as JSON strings); config.json
+    holds it parsed, beside the config's fields and the architecture.
+    """
+    folder = Path(folder)
+    if folder.suffix == ".safetensors":
+        raise ValueError(f"{folder} looks like a file name; save_pretrained writes a folder (use save_model for one file)")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, folder / WEIGHTS_NAME, extra=extra)
+    metadata = read_metadata(folder / WEIGHTS_NAME)
+    config = {**model.config.to_dict(), "architecture": metadata["arch"], "format": FORMAT, DTYPE_KEY: metadata[DTYPE_KEY]}
+    for key, value in (extra or {}).items():
+        config[key] = _parsed(value)
+    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    return folder
+
+
+def _parsed(value: str):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model in a folder written by save_pretrained (or in a model file), checked against the folder's config.json."""
+    path = Path(path)
+    model = load_model(path, map_location)
+    config_path = path / CONFIG_NAME
+    if path.is_dir() and config_path.is_file():
+        written = json.loads(config_path.read_text())
+        fields = {key: written[key] for key in model.config.to_dict() if key in written}
+        if written.get("architecture") != arch_name(model.config) or type(model.config)(**fields) != model.config:
+            raise ValueError(
+                f"{config_path} and {path / WEIGHTS_NAME} describe different models (edited, or copied from two places); "
+                "save the model again with save_pretrained"
+            )
+    return model

@@ -28,6 +28,8 @@ class TrainConfig:
     # model
     model: str = "lookupvit_nano2"
     model_args: dict = field(default_factory=dict)  # overrides of the registered variant, e.g. drop_path_rate
+    # a model file whose weights start the run (fine-tuning; e.g. `lookupvit convert`'s warm start from a ViT); a resume ignores it
+    init_weights: str | None = None
     # data
     dataset: str = "fashion-mnist"  # or a folder: root/<class>/<image>, an ImageNet-style tree or shards (see `layout`)
     data_root: str | None = None
@@ -193,6 +195,7 @@ GRIDS: Check = ("a non-empty list of positive whole numbers, [h, w] pairs or (vi
 FIELD_CHECKS: dict[str, Check] = {
     "model": ("a registered model name, e.g. 'lookupvit_nano4'", lambda value: isinstance(value, str)),
     "model_args": TABLE,
+    "init_weights": OPTIONAL_TEXT,
     "dataset": TEXT,
     "data_root": OPTIONAL_TEXT,
     "download": SWITCH,

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,8 @@ from ..files import atomic_write
 from ..layers import global_batch_rows
 from ..models import LookupViT
 from ..models.common import as_grid
-from ..models.registry import create_model
-from ..models.serialization import save_model
+from ..models.registry import arch_name, create_model
+from ..models.serialization import load_weights, read_metadata, save_model
 from ..runtime import available_cores, compile_model, configure_threads, pick_device
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_model_settings, config_json
@@ -49,7 +50,44 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def build_model_for(config: TrainConfig, data: RunData) -> nn.Module:
-    return create_model(config.model, **{**data.model_args(), **config.model_args})
+    model = create_model(config.model, **{**data.model_args(), **config.model_args})
+    if config.init_weights is not None:
+        load_initial_weights(model, config.init_weights, data)
+    return model
+
+
+# Settings a starting file may differ in from the run's model: they change no weight's meaning.
+FREE_SETTINGS = ("drop_path_rate", "compressed_grid")
+
+
+def load_initial_weights(model: nn.Module, path: str, data: RunData) -> None:
+    """The weights of model file `path`, which must describe the run's model, as the run's starting point.
+
+    Refused when the file holds another architecture or other settings (naming them and how to convert);
+    a warning when it was trained on inputs normalised otherwise than this run normalises them.
+    """
+    metadata = read_metadata(path)
+    saved = json.loads(metadata.get("config", "{}"))
+    wanted = model.config.to_dict()
+    different = [f"{key}: file {saved.get(key)!r}, run {value!r}" for key, value in wanted.items() if key not in FREE_SETTINGS and _normalized(saved.get(key)) != _normalized(value)]
+    if metadata.get("arch") != arch_name(model.config) or different:
+        raise ValueError(
+            f"init_weights {path} holds a {metadata.get('arch', 'non-lookupvit')} model that is not this run's {config_name(model)}: "
+            f"{'; '.join(different) or 'another architecture'}. Convert it first, e.g. `lookupvit convert SRC --model {arch_name(model.config)}_... "
+            "--num-classes K --image-size S --out FILE`, or set model_args to match it"
+        )
+    load_weights(model, path)
+    if "normalization" in metadata and _normalized(json.loads(metadata["normalization"])) != _normalized(data.normalization.to_json()):
+        warnings.warn(
+            f"init_weights {path} was trained on inputs normalised with {metadata['normalization']}, this run uses "
+            f"{json.dumps(data.normalization.to_json())}; set normalization='inception' or 'imagenet' to match it",
+            stacklevel=2,
+        )
+
+
+def config_name(model: nn.Module) -> str:
+    config = model.config
+    return f"{type(model).__name__} ({config.input_description()}, width {config.embed_dim}, {config.num_classes} classes)"
 
 
 def model_metadata(data: RunData) -> dict[str, str]:
