@@ -179,11 +179,12 @@ class SelfAttention(nn.Module):
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, causal: bool = False) -> Tensor:
+        """`causal=True`: token i attends to tokens 0..i only (a text decoder's self-attention)."""
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=causal)))
 
 
 def reassociation_is_cheaper(num_compressed: int, num_lookup: int, dim: int, num_heads: int) -> bool:

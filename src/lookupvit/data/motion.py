@@ -27,12 +27,8 @@ folder that takes root's name when complete, so an interrupted run leaves no hal
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
-import shutil
-import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +38,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .fashion_mnist import load_fashion_mnist
+from .generated import (
+    MANIFEST,  # noqa: F401 (re-exported: callers and tests find the manifest's name here)
+    SPLITS,
+    FolderKind,
+    check_positive_whole_numbers,
+    check_seed,
+    existing_manifest,
+    progress_bar,
+    settings_json,
+    sha256_file,
+    write_staged,
+)
 
 MOTION_CLASSES = ("down", "left", "right", "up")  # sorted: the labels the class folders get
 DIRECTIONS = {"down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0)}  # (rows, columns) per frame
-SPLITS = {"train": "train", "val": "test"}  # video split -> the Fashion-MNIST split its items come from
 # With distractors: the target is footwear, the distractors are the other Fashion-MNIST classes.
 TARGET_CLASSES = (5, 7, 9)  # sandal, sneaker, ankle boot
-MANIFEST = "manifest.json"
 FORMAT = "lookupvit-motion/1"
 
 
@@ -68,14 +74,10 @@ class MotionSettings:
     distractors: int = 0  # other items moving each its own way; > 0 makes the moving shoe the target
 
     def check(self) -> None:
-        for name in ("train_per_class", "val_per_class", "frames", "canvas", "upsample", "fps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        check_positive_whole_numbers(self, ("train_per_class", "val_per_class", "frames", "canvas", "upsample", "fps"))
         if not isinstance(self.distractors, int) or isinstance(self.distractors, bool) or self.distractors < 0:
             raise ValueError(f"distractors must be a whole number >= 0, got {self.distractors!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        check_seed(self.seed)
         if self.frames < 2:
             raise ValueError(f"frames must be at least 2: a direction of motion needs two frames, got {self.frames}")
         if self.canvas % 2:
@@ -87,7 +89,7 @@ class MotionSettings:
             raise ValueError(f"speed must be (low, high) with 0 < low <= high < canvas / 2 = {self.canvas / 2}, got {self.speed}")
 
     def to_json(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+        return settings_json(self)
 
     @classmethod
     def from_json(cls, value: dict) -> MotionSettings:
@@ -178,10 +180,6 @@ def make_clip(settings: MotionSettings, split: str, label: int, index: int, item
     return clips, torch.stack(layers).amax(dim=0)
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def software_versions() -> dict:
     import av
 
@@ -204,45 +202,12 @@ def write_split(folder: Path, split: str, count: int, settings: MotionSettings, 
     return files
 
 
-def verify_manifest(root: Path, manifest: dict) -> None:
-    """Every file the manifest lists is there with its SHA-256, and no other video is."""
-    listed = set(manifest["files"])
-    present = {str(path.relative_to(root)) for split in SPLITS for path in (root / split).rglob("*.mp4")}
-    problems = [f"{name} is missing" for name in sorted(listed - present)]
-    problems += [f"{name} is not in the manifest" for name in sorted(present - listed)]
-    problems += [
-        f"{name} has changed" for name in sorted(listed & present) if sha256_file(root / name) != manifest["files"][name]
-    ]
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ValueError(f"the motion videos in {root} do not match {root / MANIFEST}: {shown}. Rewrite them with overwrite=True")
+def split_videos(root: Path) -> Iterable[Path]:
+    """The videos under root/<split>/: what a manifest must list (other files in root are left alone)."""
+    return (path for split in SPLITS for path in (root / split).rglob("*.mp4"))
 
 
-def existing_videos(root: Path, settings: MotionSettings, overwrite: bool) -> dict | None:
-    """The verified manifest if root already holds these videos; None if root is to be (re)written."""
-    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return None
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        # Not ours: never delete it, not even with overwrite.
-        raise FileExistsError(
-            f"{root} exists and holds no {MANIFEST}, so it is not a motion-video folder; pass a new or empty folder"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{manifest_path} is not valid JSON ({error}); pass overwrite=True to write the videos again") from None
-    if overwrite:
-        return None
-    if manifest.get("format") != FORMAT or manifest.get("settings") != settings.to_json():
-        theirs = manifest.get("settings", {})
-        changed = {key: (theirs.get(key), value) for key, value in settings.to_json().items() if theirs.get(key) != value}
-        raise ValueError(
-            f"{root} holds motion videos written with other settings (setting: (there, asked)) {changed}; "
-            "pass overwrite=True to replace them, or another root"
-        )
-    verify_manifest(root, manifest)
-    return manifest
+MOTION_VIDEOS = FolderKind(FORMAT, what="motion videos", folder="motion-video folder", items="videos", listed_files=split_videos)
 
 
 def write_motion_videos(
@@ -273,32 +238,23 @@ def write_motion_videos(
         train_per_class, val_per_class, seed, frames, canvas, tuple(map(float, scale)), tuple(map(float, speed)), upsample, fps, distractors
     )
     settings.check()
-    manifest = existing_videos(root, settings, overwrite)
+    manifest = existing_manifest(root, settings.to_json(), overwrite, MOTION_VIDEOS)
     if manifest is not None:
         return manifest
-    from tqdm import tqdm
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
-    try:
+    def write_contents(folder: Path) -> dict:
         files = {}
         total = len(MOTION_CLASSES) * (train_per_class + val_per_class)
-        with tqdm(total=total, desc=f"motion videos -> {root}", unit="video", delay=2, disable=not progress) as bar:
+        with progress_bar(MOTION_VIDEOS, root, total, "video", progress) as bar:
             for split, count in (("train", train_per_class), ("val", val_per_class)):
                 items = load_fashion_mnist(SPLITS[split], fashion_mnist_root, download=download)
-                files.update(write_split(staging, split, count, settings, items, bar))
-        manifest = {
+                files.update(write_split(folder, split, count, settings, items, bar))
+        return {
             "format": FORMAT,
             "classes": list(MOTION_CLASSES),
             "settings": settings.to_json(),
             "software": software_versions(),
             "files": files,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if root.exists():
-            shutil.rmtree(root)  # empty, or ours (it has a manifest) and overwrite=True: existing_videos checked
-        staging.rename(root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return manifest
+
+    return write_staged(root, write_contents)
