@@ -296,7 +296,7 @@ def test_cli_converts_timm_files_folders_and_npz_and_warm_starts(tmp_path, capsy
 
 
 def test_training_starts_from_init_weights_and_refuses_other_models(tmp_path):
-    from lookupvit.models.serialization import save_model
+    from lookupvit.models.serialization import read_metadata, save_model
     from lookupvit.training.config import load_config
     from lookupvit.training.engine import train
     from lookupvit.training.engine import CHECKPOINT
@@ -307,10 +307,14 @@ def test_training_starts_from_init_weights_and_refuses_other_models(tmp_path):
     start = randomize_(create_model("lookupvit_nano4", embed_dim=32, depth=2, num_heads=2), seed=7)
     save_model(start, tmp_path / "start.safetensors")
     run = tmp_path / "run"
-    with pytest.warns(UserWarning, match="normalised with"):  # the file carries no normalisation of this run's data
-        save_model(start, tmp_path / "start_n.safetensors", extra={"normalization": json.dumps([[0.5], [0.5]])})
-        train(load_config(None, [*settings, f"out='{run}'", f"init_weights='{tmp_path / 'start_n.safetensors'}'", "lr=1e-12", "warmup_epochs=0"]), quiet=True)
+    save_model(start, tmp_path / "start_n.safetensors", extra={"normalization": json.dumps([[0.25], [0.5]])})
+    train(load_config(None, [*settings, f"out='{run}'", f"init_weights='{tmp_path / 'start_n.safetensors'}'", "lr=1e-12", "warmup_epochs=0"]), quiet=True)
     trained = load_checkpoint(run / CHECKPOINT)["model"]
     assert all(torch.allclose(trained[key], value, atol=1e-6) for key, value in start.state_dict().items())  # lr ~ 0: still the start
+    # the run normalised its images as the starting model was trained, not with its own data's statistics
+    assert json.loads(read_metadata(run / "model.safetensors")["normalization"]) == [[0.25], [0.5]]
+    save_model(start, tmp_path / "rgb.safetensors", extra={"normalization": json.dumps([[0.5] * 3, [0.5] * 3])})
+    with pytest.raises(ValueError, match="trained on 3-channel images, but the data has 1"):
+        train(load_config(None, [*settings, f"out='{tmp_path / 'rgb'}'", f"init_weights='{tmp_path / 'rgb.safetensors'}'"]), quiet=True)
     with pytest.raises(ValueError, match="embed_dim: file 32, run 96"):
         train(load_config(None, ["model=lookupvit_nano4", "train_subset=64", "epochs=1", f"out='{tmp_path / 'other'}'", f"init_weights='{tmp_path / 'start.safetensors'}'"]), quiet=True)

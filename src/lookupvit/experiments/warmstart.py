@@ -43,12 +43,13 @@ class WarmStartBudget:
     finetune_epochs: int
     train_subset: int | None  # None: all 60,000 training images
     test_subset: int | None
+    log_every: int  # optimizer steps between the loss records the report's curves are drawn from
     seeds: tuple[int, ...] = (0, 1)
 
 
 BUDGETS = {
-    "quick": WarmStartBudget(source_epochs=1, finetune_epochs=1, train_subset=512, test_subset=256),  # checks the pipeline (a test)
-    "full": WarmStartBudget(source_epochs=4, finetune_epochs=1, train_subset=None, test_subset=None),
+    "quick": WarmStartBudget(source_epochs=1, finetune_epochs=1, train_subset=512, test_subset=256, log_every=1),  # checks the pipeline (a test)
+    "full": WarmStartBudget(source_epochs=4, finetune_epochs=1, train_subset=None, test_subset=None, log_every=50),
 }
 
 
@@ -88,6 +89,7 @@ def recipe(model: str, epochs: int, seed: int, budget: WarmStartBudget, out: Pat
         eval_grids=EVAL_GRIDS,
         augment={"translate": 0.0, "rotate": 0.0, "shear": 0.0, "scale": 0.0, "erase": 0.0, "brightness": 0.0, "contrast": 0.0},
         seed=seed,
+        log_every=budget.log_every,
         out=str(out),
         threads=threads,
     )

@@ -71,7 +71,7 @@ class TrainConfig:
     # streamed layouts (imagenet, shards): DataLoader workers and the per-image transforms (data/transforms.py)
     layout: str = "auto"  # "auto", "class-folders", "imagenet" (root/train|val/<class>/<image>), "shards" (root/{train,val}-*.tar) or "videos"
     workers: int = 0  # decoding processes per training process (0: decode in the training process)
-    normalization: str = "dataset"  # "dataset" (statistics of a seeded sample), "inception" ([-1, 1]) or "imagenet"
+    normalization: str = "dataset"  # "dataset" (statistics of a seeded sample; with init_weights, the file's own), "inception" ([-1, 1]) or "imagenet"
     crop_scale: list = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop's range of the image area
     crop_pct: float = 0.875  # evaluation: resize the short side to image_size / crop_pct, centre-crop image_size
     randaugment: str = "none"  # AugReg preset: none, light1, light2, medium1, medium2, strong1, strong2

@@ -12,6 +12,7 @@ Layouts (`layout`, "auto" picks by what is on disk):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..data.sources import CorruptImage, InMemorySource, SubsetSource, open_imag
 from ..data.transforms import NORMALIZATIONS, eval_transform, train_transform, unnormalized_eval_transform
 from ..data.video import clip_transform, open_video_tree
 from ..models.registry import is_video_model
+from ..models.serialization import read_metadata
 from .config import TrainConfig, run_model_config
 
 STREAMED_LAYOUTS = ("imagenet", "shards", "videos")
@@ -153,6 +155,16 @@ class RunData:
 BATCH_MIXING = {"mixup_alpha", "cutmix_alpha"}
 
 
+def init_weights_normalization(config: TrainConfig) -> Normalization | None:
+    """The normalisation the init_weights file records, if any (per-channel lists)."""
+    if config.init_weights is None:
+        return None
+    metadata = read_metadata(config.init_weights)
+    if "normalization" not in metadata:
+        return None
+    return Normalization.from_json(json.loads(metadata["normalization"]))
+
+
 def open_run_data(config: TrainConfig, normalization: Normalization | None = None) -> RunData:
     """The run's sources and normalisation (`normalization`: given, e.g. a model file's, instead of computed)."""
     layout = resolve_layout(config)
@@ -210,7 +222,17 @@ def check_no_streaming_settings(config: TrainConfig, layout: str) -> None:
 
 
 def run_normalization(config: TrainConfig, train_source, channels: int, clips: bool = False) -> Normalization:
-    """Fixed statistics ("inception", "imagenet") or those of a seeded random sample of the training set ("dataset")."""
+    """Fixed statistics ("inception", "imagenet") or those of a seeded random sample of the training set ("dataset").
+
+    A run that starts from `init_weights` normalises as that model was trained, when its file records how:
+    fine-tuning on inputs scaled otherwise would start from a shifted input distribution.
+    """
+    recorded = init_weights_normalization(config)
+    if recorded is not None and config.normalization == "dataset":
+        recorded_channels = len(recorded.mean) if isinstance(recorded.mean, tuple) else channels  # one value: any channels
+        if recorded_channels != channels:
+            raise ValueError(f"init_weights {config.init_weights} was trained on {recorded_channels}-channel images, but the data has {channels}")
+        return recorded
     if config.normalization in NORMALIZATIONS:
         mean, std = NORMALIZATIONS[config.normalization]
         if channels != len(mean):
