@@ -63,9 +63,12 @@ def test_broken_folders_are_refused_with_the_reason(model, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "depth": 2}))
     with pytest.raises(ValueError, match="describe different models"):
         from_pretrained(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        from_pretrained(folder)
     (folder / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="folder without model.safetensors"):
-        from_pretrained(folder)
+        lookupvit.load_model(folder)
     with pytest.raises(ValueError, match="writes a folder"):
         save_pretrained(model, tmp_path / "model.safetensors")
     data = bytearray((save_pretrained(model, tmp_path / "other") / "model.safetensors").read_bytes())

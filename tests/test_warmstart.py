@@ -139,6 +139,12 @@ def test_an_npz_converts_to_what_timms_own_loader_builds(tmp_path, layout, setti
 
 
 def test_npz_files_that_cannot_convert_say_why(tmp_path):
+    write_npz(timm_vit(), tmp_path / "vit.npz", "augreg")
+    arrays = dict(np.load(tmp_path / "vit.npz"))
+    del arrays["Transformer/encoderblock_1/MlpBlock_3/Dense_0/bias"], arrays["Transformer/encoder_norm/scale"]
+    np.savez(tmp_path / "incomplete.npz", **arrays)
+    with pytest.raises(ValueError, match="missing Transformer/encoder_norm/scale, Transformer/encoderblock_1/MlpBlock_3/Dense_0/bias"):
+        vit_from_big_vision(tmp_path / "incomplete.npz")
     np.savez(tmp_path / "other.npz", weights=np.zeros(3, dtype=np.float32))
     with pytest.raises(ValueError, match="no 'embedding/kernel'"):
         vit_from_big_vision(tmp_path / "other.npz")
@@ -237,6 +243,10 @@ def test_warm_start_refuses_configs_that_do_not_fit_the_vit(vit):
         warm_start_config(vit.config, "vit_nano4")
     with pytest.raises(TypeError, match="this package's ViT"):
         lookupvit_from_vit(create_model("lookupvit_nano4"), warm_start_config(vit.config, "lookupvit_nano4"))
+    with pytest.raises(ValueError, match=r"not the size lookupvit_b16 names \(embed_dim: ViT 96, lookupvit_b16 768.*use lookupvit_nano4"):
+        warm_start_config(vit.config, "lookupvit_b16")
+    with pytest.raises(ValueError, match="patch_size: ViT 4, lookupvit_nano2 2"):  # a patch is not resampled into another size
+        warm_start_config(vit.config, "lookupvit_nano2")
     with pytest.raises(ValueError, match="lookup_mlp must be one of"):
         lookupvit_from_vit(vit, warm_start_config(vit.config, "lookupvit_nano4"), lookup_mlp="random")
 
@@ -261,7 +271,7 @@ def test_cli_converts_timm_files_folders_and_npz_and_warm_starts(tmp_path, capsy
     from lookupvit.models.serialization import load_model, read_metadata
     from lookupvit.training.report import load_trained
 
-    theirs = timm_vit()
+    theirs = timm_vit(depth=12)  # ViT-Ti's width, depth and heads, as lookupvit_ti8 names them
     save_file(theirs.state_dict(), tmp_path / "timm.safetensors")
     images = torch.randn(2, 3, 32, 32)
     assert main(["convert", str(tmp_path / "timm.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2

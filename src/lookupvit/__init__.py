@@ -21,7 +21,7 @@ from .models.flops import analytic_flops, measured_flops
 from .models.registry import build_model, create_model, list_models, model_config
 from .models.serialization import from_pretrained, load_model, load_weights, save_model, save_pretrained
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LookupViT",

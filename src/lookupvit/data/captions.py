@@ -66,6 +66,8 @@ SHOWN = 5  # how many offending entries an error names
 
 @dataclass(frozen=True)
 class CaptionedImage:
+    """One image of a caption set: its key, where its file is, and its reference captions."""
+
     key: int | str  # the COCO image id: stable across releases, what predictions and references are matched by
     path: Path
     captions: tuple[str, ...]

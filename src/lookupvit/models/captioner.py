@@ -41,6 +41,8 @@ DECODER_SIZES: dict[str, tuple[int, int, int]] = {
 
 @dataclass
 class CaptionDecoderConfig:
+    """The caption decoder's size and vocabulary, and the special-token ids it decodes with (caption_decoder_config gives the presets)."""
+
     vocab_size: int  # len(tokenizer)
     encoder_dim: int  # width E of the image tokens; a Linear maps them to embed_dim when it differs
     embed_dim: int = 768

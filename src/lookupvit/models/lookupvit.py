@@ -31,6 +31,8 @@ COMPRESSED_INITS = ("resize", "learned")
 
 @dataclass
 class LookupViTConfig(ViTConfig):
+    """ViTConfig plus LookupViT's own settings: the default compressed grid, the lookup MLP's width and the Table 5 ablation switches."""
+
     compressed_grid: tuple[int, ...] = (5, 5)  # default grid, as many dims as patch_grid; any grid can be chosen per call
     lookup_mlp_ratio: float = 0.5  # lookup-token MLP hidden width D/q with q = 2
     # The paper's Table 5 ablations; the defaults are the full model.
@@ -113,6 +115,8 @@ class LookupViTBlock(nn.Module):
 
 @dataclass
 class LookupViTOutput:
+    """Everything forward_features computes: both heads, their pooled vectors, the final-norm tokens of both sets and (when asked) each layer's attention."""
+
     logits: Tensor  # (B, classes): mean of the two heads
     compressed_logits: Tensor  # (B, classes)
     lookup_logits: Tensor  # (B, classes)

@@ -18,6 +18,8 @@ from .vit import ViTOutput
 
 @dataclass
 class PerceiverConfig(ViTConfig):
+    """ViTConfig plus the number of learned latents that cross-attend to the patch tokens."""
+
     num_latents: int = 25  # as many as LookupViT's default 5x5 compressed tokens
 
     def __post_init__(self) -> None:

@@ -230,9 +230,11 @@ def _parsed(value: str):
 def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model in a folder written by save_pretrained (or in a model file), checked against the folder's config.json."""
     path = Path(path)
-    model = load_model(path, map_location)
     config_path = path / CONFIG_NAME
-    if path.is_dir() and config_path.is_file():
+    if path.is_dir() and not config_path.is_file():
+        raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not a folder written by save_pretrained (load_model reads a bare model file)")
+    model = load_model(path, map_location)
+    if path.is_dir():
         written = json.loads(config_path.read_text())
         fields = {key: written[key] for key in model.config.to_dict() if key in written}
         if written.get("architecture") != arch_name(model.config) or type(model.config)(**fields) != model.config:

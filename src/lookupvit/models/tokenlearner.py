@@ -19,6 +19,8 @@ from .vit import ViTOutput
 
 @dataclass
 class TokenLearnerConfig(ViTConfig):
+    """ViTConfig plus where the TokenLearner module sits and how many tokens it learns."""
+
     num_learned_tokens: int = 8
     tokenlearner_at: float = 0.5  # fraction of the depth after which the module sits; the paper uses 0.5 or 0.75
 

@@ -12,6 +12,8 @@ from .common import SingleHeadClassifier, ViTConfig
 
 @dataclass
 class ViTOutput:
+    """What ViT.forward_features computes: logits, the pooled vector the head reads, the final-norm patch tokens and their grid."""
+
     logits: Tensor  # (B, classes)
     pooled: Tensor  # (B, D): what the head reads, the token mean or (with a class token) the class token
     tokens: Tensor  # (B, N, D) patch tokens after the final norm, the class token left out so they match `grid`

@@ -212,6 +212,21 @@ def _npz_depth(arrays: dict[str, Tensor], prefix: str) -> int:
     return len({m.group(1) for key in arrays if (m := re.match(re.escape(prefix) + r"Transformer/encoderblock_(\d+)/", key))})
 
 
+def _check_npz_names(arrays: dict[str, Tensor], prefix: str, names: dict[str, str]) -> None:
+    """Every array the conversion reads must be there; a missing one is named (all of them), not a KeyError."""
+    scanned = f"{prefix}Transformer/encoderblock/LayerNorm_0/scale" in arrays
+    block_names = [f"{names['attention']}/{part}/{kind}" for part in ("query", "key", "value", "out") for kind in ("kernel", "bias")]
+    block_names += [f"{norm}/{kind}" for norm in ("LayerNorm_0", names["second_norm"]) for kind in ("scale", "bias")]
+    block_names += [f"{names['mlp']}/{dense}/{kind}" for dense in ("Dense_0", "Dense_1") for kind in ("kernel", "bias")]
+    blocks = ["Transformer/encoderblock/"] if scanned else [f"Transformer/encoderblock_{i}/" for i in range(max(_npz_depth(arrays, prefix), 1))]
+    required = ["embedding/bias", names["pos_embedding"], "Transformer/encoder_norm/scale", "Transformer/encoder_norm/bias"]
+    required += [block + name for block in blocks for name in block_names]
+    missing = [prefix + name for name in required if prefix + name not in arrays]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        raise ValueError(f"the .npz is not a complete big_vision / AugReg ViT: missing {shown}")
+
+
 def timm_state_from_big_vision(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     """The arrays of a big_vision / AugReg ViT `.npz` under timm's (and our ViT's) parameter names and layouts.
 
@@ -226,6 +241,7 @@ def timm_state_from_big_vision(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
         raise ValueError("the checkpoint has a pre-logits (representation) layer before its head, which this package's ViT does not have")
     if f"{prefix}MAPHead_0/probe" in arrays:
         raise ValueError("the checkpoint pools with an attention (MAP) head, which this package's ViT does not have")
+    _check_npz_names(arrays, prefix, names)
     attention, mlp, second_norm = names["attention"], names["mlp"], names["second_norm"]
     kernel = arrays[f"{prefix}embedding/kernel"]
     state = {
@@ -298,11 +314,25 @@ def _vit_settings(vit_config: ViTConfig) -> dict:
     return {item.name: getattr(vit_config, item.name) for item in dataclasses.fields(ViTConfig) if item.name not in LOOKUPVIT_OWN_SETTINGS}
 
 
+# What a variant's name promises (lookupvit_b16: width 768, 12 blocks, 12 heads, patch 16): the ViT must have it.
+NAMED_SETTINGS = ("embed_dim", "depth", "num_heads", "patch_size")
+
+
 def warm_start_config(vit_config: ViTConfig, variant: str, **overrides) -> LookupViTConfig:
-    """The registered LookupViT `variant` (e.g. "lookupvit_b16") with the ViT's width, depth, heads, patch and
-    activation, and by default its class count; the variant (or `overrides`) gives image size and compressed grid."""
+    """The registered LookupViT `variant` (e.g. "lookupvit_b16") for this ViT: the variant (or `overrides`) gives the
+    image size and compressed grid, the ViT its MLP, channels, activation and by default its class count.
+
+    A ViT of another size than the variant names (width, depth, heads, patch) is refused, naming the
+    variant that fits; a patch cannot be resampled into another size without changing what every weight sees.
+    """
     if VARIANTS.get(variant, ("",))[0] != "lookupvit":
         raise ValueError(f"a ViT warm-starts a lookupvit_* model, got {variant!r}")
+    named = model_config(variant, **{key: value for key, value in overrides.items() if key in NAMED_SETTINGS})
+    different = [f"{key}: ViT {getattr(vit_config, key)}, {variant} {getattr(named, key)}" for key in NAMED_SETTINGS if getattr(vit_config, key) != getattr(named, key)]
+    if different:
+        fitting = [name for name, (arch, fields) in VARIANTS.items() if arch == "lookupvit" and all(fields.get(key) == getattr(vit_config, key) for key in NAMED_SETTINGS)]
+        hint = f"use {' or '.join(fitting)}" if fitting else "no registered LookupViT has this size; pass embed_dim/depth/num_heads/patch_size overrides to match it"
+        raise ValueError(f"the ViT is not the size {variant} names ({'; '.join(different)}): {hint}")
     return model_config(variant, **{**_vit_settings(vit_config), "num_classes": vit_config.num_classes, **overrides})
 
 

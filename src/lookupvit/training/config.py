@@ -25,6 +25,8 @@ from ..models.registry import is_video_model, model_config
 
 @dataclass
 class TrainConfig:
+    """Every setting of a training run (read from TOML by load_config); each value is checked when the config is built."""
+
     # model
     model: str = "lookupvit_nano2"
     model_args: dict = field(default_factory=dict)  # overrides of the registered variant, e.g. drop_path_rate
