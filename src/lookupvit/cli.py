@@ -450,6 +450,129 @@ def cmd_shards(args: argparse.Namespace) -> None:
     print(f"train on them with: lookupvit train --config <config.toml> --set {shlex.quote(f'dataset={args.out}')}")
 
 
+def caption_train_config(args: argparse.Namespace):
+    """CaptionTrainConfig from an optional TOML file (top-level keys = its fields) and KEY=VALUE settings ("none" unsets)."""
+    from .training.captioning import CaptionTrainConfig
+    from .training.config import read_settings
+
+    values = read_settings(args.config, args.settings)
+    # no caption setting takes the string "none": it unsets an optional one (TrainConfig's randaugment="none" is why this is not shared)
+    values = {key: None if isinstance(value, str) and value.lower() == "none" else value for key, value in values.items()}
+    return CaptionTrainConfig.from_dict(values)
+
+
+def print_caption_rows(results: list[dict]) -> None:
+    print("| grid | beam | CIDEr | BLEU-4 | ROUGE-L | GFLOPs per caption (encoder + decoder) |")
+    print("|---|---|---|---|---|---|")
+    for result in results:
+        scores, gflops = result["scores"], result["gflops"]
+        grid = "-" if result["grid"] is None else grid_label(result["grid"])
+        print(
+            f"| {grid} | {result['beam_size']} | {100 * scores['cider']:.1f} | {100 * scores['bleu4']:.1f} | {100 * scores['rouge_l']:.1f} "
+            f"| {gflops['total']:.4g} ({gflops['encoder']:.4g} + {gflops['decoder']:.4g}) |"
+        )
+    print(f"\n{results[0]['num_images']} images; CIDEr-D, BLEU-4 and ROUGE-L x 100; tokenizer: {results[0]['scores']['tokenizer']}")
+
+
+def cmd_caption_train(args: argparse.Namespace) -> None:
+    from .training.captioning import caption_sets, evaluate_captioner, load_captioner, train_captioner
+
+    config = caption_train_config(args)
+    path = train_captioner(config)
+    print(f"captioner: {path}")
+    if args.eval:
+        captioner = load_captioner(path, pick_device(config.device))
+        print_caption_rows([evaluate_captioner(captioner, caption_sets(config)[1], beam_size=args.beam)])
+
+
+def caption_eval_set(data: str, images: str | None):
+    """`--data`: a layout-task root (its val split) or a COCO-format captions JSON with `--images`."""
+    from .data.captions import layout_caption_paths, read_coco_captions
+
+    if Path(data).is_dir():
+        if images is not None:
+            raise ValueError(f"--images is for a captions JSON; {data} is a layout-task root, whose val images it names itself")
+        return read_coco_captions(*layout_caption_paths(data, "val"))
+    if images is None:
+        raise ValueError(f"{data} is a captions JSON: pass --images, the folder holding its images")
+    return read_coco_captions(data, images)
+
+
+def cmd_caption_eval(args: argparse.Namespace) -> None:
+    from .training.captioning import evaluate_captioner, load_captioner
+
+    configure_threads(args.threads)
+    captioner = load_captioner(args.captioner, pick_device(args.device))
+    caption_set = caption_eval_set(args.data, args.images)
+    results = [
+        evaluate_captioner(captioner, caption_set, grid, args.beam, batch_size=args.batch_size, metric_tokenizer=args.tokenizer)
+        for grid in args.grid or [None]
+    ]
+    print_caption_rows(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def cmd_caption_predict(args: argparse.Namespace) -> None:
+    from .training.captioning import caption_images, load_captioner
+
+    captioner = load_captioner(args.captioner, pick_device(args.device))
+    grids = args.grid or [None]
+    for grid in grids:
+        captions = caption_images(captioner, args.image, grid, args.beam)
+        label = f"grid {grid_label(grid or captioner.grid)}: " if len(grids) > 1 or args.grid else ""
+        for path, caption in zip(args.image, captions):
+            print(f"{label}{path}: {caption}")
+
+
+def cmd_caption_run(args: argparse.Namespace) -> None:
+    from .experiments.captioning import run_captioning
+
+    configure_threads(args.threads)
+    print(f"report: {run_captioning(args.budget, args.out, args.device, threads=args.threads)}")
+
+
+def add_caption_commands(commands) -> None:
+    """`lookupvit caption train|eval|predict|run`: captioning on a frozen encoder's tokens (paper Table 3)."""
+    caption = commands.add_parser("caption", help="captioning on a frozen LookupViT's (or ViT's) tokens: train, eval, predict, run")
+    actions = caption.add_subparsers(dest="caption_command", required=True)
+
+    train = actions.add_parser("train", help="train (or resume) a caption decoder on a frozen classifier; writes OUT/captioner.safetensors")
+    train.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="CaptionTrainConfig fields, e.g. encoder=model.safetensors data=ROOT grid=3 epochs=20")
+    train.add_argument("--config", help="TOML file whose top-level keys are CaptionTrainConfig fields; KEY=VALUE settings override it")
+    train.add_argument("--no-eval", dest="eval", action="store_false", help="skip scoring the val split at the end")
+    train.add_argument("--beam", type=positive_int, default=1, help="beam size of the final evaluation (1: greedy)")
+    train.set_defaults(func=cmd_caption_train)
+
+    evaluate = actions.add_parser("eval", help="CIDEr, BLEU-4, ROUGE-L and GFLOPs per caption of a captioner file")
+    evaluate.add_argument("captioner", help="a captioner file written by `lookupvit caption train`")
+    evaluate.add_argument("--data", required=True, help="a layout-task root (its val split) or a COCO-format captions JSON (with --images)")
+    evaluate.add_argument("--images", help="the image folder of a captions JSON")
+    evaluate.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids to read the encoder at (default: the one it was trained at)")
+    evaluate.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64)
+    evaluate.add_argument("--tokenizer", choices=["auto", "ptb", "simple"], default="auto", help="caption tokenizer of the metrics (auto: PTB when Java is installed)")
+    evaluate.add_argument("--json", help="also write the results (with example captions) as JSON here")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
+    evaluate.set_defaults(func=cmd_caption_eval)
+
+    predict = actions.add_parser("predict", help="one caption per image")
+    predict.add_argument("captioner", help="a captioner file written by `lookupvit caption train`")
+    predict.add_argument("image", nargs="+")
+    predict.add_argument("--grid", nargs="+", type=parse_grid, help="compressed grids (default: the one it was trained at); one caption per image and grid")
+    predict.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy)")
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(func=cmd_caption_predict)
+
+    run = actions.add_parser("run", help="the Table 3 job: LookupViT at grids 3/5/7/10 vs ViT on the layout task, CIDEr vs GFLOPs")
+    run.add_argument("--budget", choices=["quick", "full"], default="full", help="quick: minutes, checks the pipeline; full: the documented run")
+    run.add_argument("--out", default="runs/captioning", help="results folder; a rerun skips finished settings and resumes training")
+    run.add_argument("--device", default="auto")
+    run.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
+    run.set_defaults(func=cmd_caption_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookupvit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -606,6 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--images-per-shard", type=positive_int, default=1000, help="samples per shard (videos too)")
     shards.add_argument("--seed", type=non_negative_int, default=0, help="seed of the order of the samples in the shards")
     shards.set_defaults(func=cmd_shards)
+
+    add_caption_commands(commands)
     return parser
 
 

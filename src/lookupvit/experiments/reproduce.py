@@ -25,7 +25,7 @@ from ..training.config import TrainConfig
 from ..training.data import load_datasets
 from ..training.engine import train
 from ..training.report import load_trained
-from .results import claim_folder, run_each
+from .results import claim_folder, main_job_recipe, run_each
 
 BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
 TRANSFER_CLASSES = [5, 6, 7, 8, 9]  # sandal, shirt, sneaker, bag, ankle boot: never seen in training
@@ -98,24 +98,17 @@ def experiments(budget: Budget) -> list[Experiment]:
 
 def train_config(experiment: Experiment, budget: Budget, out: Path, threads: int = 0) -> TrainConfig:
     """The main job's recipe (configs/fashion-mnist.toml) on the backbone classes, at this budget."""
-    return TrainConfig(
+    return main_job_recipe(
         model=experiment.model,
         model_args=dict(experiment.model_args),
         classes=BACKBONE_CLASSES,
         train_subset=budget.train_subset,
         test_subset=budget.test_subset,
         epochs=budget.epochs,
-        batch_size=64,
-        lr=1.5e-3,
-        warmup_epochs=0.3,
-        weight_decay=0.05,
-        label_smoothing=0.0,
-        amp="bf16",
         grids=list(experiment.grids),
         eval_grids=EVAL_GRIDS,
         compressed_loss_weight=experiment.compressed_loss_weight,
         lookup_loss_weight=experiment.lookup_loss_weight,
-        augment={"translate": 0.0, "rotate": 0.0, "shear": 0.0, "scale": 0.0, "erase": 0.0, "brightness": 0.0, "contrast": 0.0},
         seed=experiment.seed,
         out=str(out / "runs" / experiment.name),
         threads=threads,

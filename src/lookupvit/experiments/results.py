@@ -1,4 +1,5 @@
-"""What every resumable experiment suite shares: its results written one JSON per experiment, as each finishes."""
+"""What every resumable experiment suite shares: the main job's training recipe, and results written one JSON
+per experiment as each finishes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,17 @@ import torch
 
 from ..files import atomic_write
 from ..runtime import cpu_model
+from ..training.config import TrainConfig
+
+# configs/fashion-mnist.toml's augmentation: flips only (heavier augmentation costs accuracy at these budgets)
+FLIPS_ONLY = {"translate": 0.0, "rotate": 0.0, "shear": 0.0, "scale": 0.0, "erase": 0.0, "brightness": 0.0, "contrast": 0.0}
+
+
+def main_job_recipe(**settings) -> TrainConfig:
+    """The main job's optimisation recipe (configs/fashion-mnist.toml), with the model, data and budget in `settings`,
+    so every suite's models train alike and a comparison differs only in what it compares."""
+    recipe = dict(batch_size=64, lr=1.5e-3, warmup_epochs=0.3, weight_decay=0.05, label_smoothing=0.0, amp="bf16", augment=dict(FLIPS_ONLY))
+    return TrainConfig(**{**recipe, **settings})
 
 
 def write_json(path: Path, value: object) -> None:

@@ -30,7 +30,7 @@ from ..training.config import TrainConfig
 from ..training.data import load_datasets
 from ..training.engine import train
 from ..training.report import load_trained
-from .results import claim_folder, run_each
+from .results import claim_folder, main_job_recipe, run_each
 
 SOURCE_MODEL, TARGET_MODEL = "vit_nano4", "lookupvit_nano4"
 EVAL_GRIDS = [1, 2, 3, 4, 5, 6, 7]
@@ -72,22 +72,15 @@ def warm_start_runs(budget: WarmStartBudget) -> list[WarmStartRun]:
 
 def recipe(model: str, epochs: int, seed: int, budget: WarmStartBudget, out: Path, threads: int, init_weights: Path | None = None) -> TrainConfig:
     """The main job's recipe (configs/fashion-mnist.toml) at this budget, for every run."""
-    return TrainConfig(
+    return main_job_recipe(
         model=model,
         model_args={"compressed_grid": [3, 3]} if model.startswith("lookupvit") else {},
         init_weights=None if init_weights is None else str(init_weights),
         train_subset=budget.train_subset,
         test_subset=budget.test_subset,
         epochs=epochs,
-        batch_size=64,
-        lr=1.5e-3,
-        warmup_epochs=0.3,
-        weight_decay=0.05,
-        label_smoothing=0.0,
-        amp="bf16",
         grids=[2, 3, 4, 5],
         eval_grids=EVAL_GRIDS,
-        augment={"translate": 0.0, "rotate": 0.0, "shear": 0.0, "scale": 0.0, "erase": 0.0, "brightness": 0.0, "contrast": 0.0},
         seed=seed,
         log_every=budget.log_every,
         out=str(out),
@@ -214,11 +207,10 @@ def write_warmstart_report(out: Path, budget: WarmStartBudget, runs: list[WarmSt
         cells = [f"{value:.2f}" for value in warm[label] + scratch[label]]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {gain:+.2f} |")
     spread = max(max(values) - min(values) for values in [*warm.values(), *scratch.values()])
-    speeds = {arm: statistics.mean(result["images_per_s"] for name, result in results.items() if name.startswith(arm)) for arm in ("warm", "scratch", "source")}
     lines += [
         "",
-        f"Largest seed-to-seed spread in the table: {spread:.2f} points. Training speed: LookupViT {speeds['warm']:.0f} / {speeds['scratch']:.0f} images/s "
-        f"(warm / scratch), source ViT {speeds['source']:.0f} images/s.",
+        f"Largest seed-to-seed spread in the table: {spread:.2f} points. (Training images/s are in results/*.json; "
+        "they may be measured with other jobs sharing the cores, so they are no speed comparison: docs/bench-2026-11-25.md is.)",
         "",
         f"What the warm start cost: the source ViT's {budget.source_epochs} epochs, spent once and reusable for every grid and seed; "
         "the comparison asks what a user with a trained ViT gains, not whether the ViT's training was free.",

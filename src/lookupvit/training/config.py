@@ -378,10 +378,10 @@ def parse_value(text: str):
         return text
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a TOML file (top-level keys = TrainConfig fields) and apply `key=value` overrides.
+def read_settings(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """A TOML file's top-level keys (none without a file) with `key=value` overrides applied.
 
-    Dotted keys reach into the dict fields: `model_args.drop_path_rate=0.1`, `augment.mixup_alpha=0.2`.
+    Dotted keys reach into tables: `model_args.drop_path_rate=0.1`, `augment.mixup_alpha=0.2`.
     """
     values: dict = {}
     if path is not None:
@@ -401,6 +401,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         for parent in parents:
             target = target.setdefault(parent, {})
         target[leaf] = parse_value(text.strip())
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a TOML file (top-level keys = TrainConfig fields) and apply `key=value` overrides (read_settings)."""
+    values = read_settings(path, overrides)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
