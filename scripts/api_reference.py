@@ -32,6 +32,7 @@ MODULES = {
     "lookupvit.evaluation.captions": ("CIDEr-D, BLEU, ROUGE-L.", None),
     "lookupvit.training.config": ("Training settings.", ["TrainConfig", "load_config"]),
     "lookupvit.training.engine": ("The training loop.", ["train", "load_initial_weights"]),
+    "lookupvit.training.captioning": ("Decoder training on a frozen encoder; captioner files.", ["CaptionTrainConfig", "train_captioner", "load_captioner", "evaluate_captioner", "caption_images"]),
 }
 
 

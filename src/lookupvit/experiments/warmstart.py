@@ -217,6 +217,9 @@ def write_warmstart_report(out: Path, budget: WarmStartBudget, runs: list[WarmSt
         "",
         "![loss curves and accuracy by grid](warmstart.png)",
         "",
+        f"Written by `lookupvit warmstart --budget {json.loads((out / 'budget.json').read_text())['budget']}` "
+        f"on {source['hardware']['processor']} ({source['hardware']['cpu_count']} cores), torch {source['hardware']['torch']}.",
+        "",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
