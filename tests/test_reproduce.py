@@ -48,3 +48,21 @@ def test_another_budget_in_the_same_folder_is_refused(quick_run):
         reproduce("full", out, "cpu")
     with pytest.raises(ValueError, match="unknown budget"):
         reproduce("huge", out, "cpu")
+
+
+def test_the_paper_budget_runs_the_papers_token_regime():
+    """14x14 lookup tokens (patch 2 at 28 px), Multi-Res over grids 3..10, single grids 3/5/7/10, Table 5 at 5x5."""
+    from lookupvit.experiments.reproduce import train_config
+    from lookupvit.models.registry import model_config
+
+    budget = BUDGETS["paper"]
+    found = {experiment.name: experiment for experiment in experiments(budget)}
+    assert {"vit-seed0", "vit-seed1", "lookupvit-seed0", "lookupvit-seed1", "single-grid-10", "no-mhbc-p2l", "perceiver"} <= set(found)
+    assert all(experiment.model.endswith("_nano2") for experiment in found.values())
+    assert model_config("lookupvit_nano2").patch_grid == (14, 14)
+    multires = train_config(found["lookupvit-seed1"], budget, reproduce_module.Path("/runs"))
+    assert multires.grids == list(range(3, 11)) and multires.model_args == {"compressed_grid": 5} and multires.seed == 1
+    assert multires.eval_grids == list(range(1, 15)) and multires.train_subset is None
+    ablation = found["no-lookup-tokens"]
+    assert ablation.model_args == {"compressed_grid": 5, "use_lookup_tokens": False} and ablation.grids == (5,)
+    assert found["perceiver"].model_args == {"num_latents": 25}

@@ -632,7 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert)
 
     reproduce = commands.add_parser("reproduce", help="the paper's claims at small scale: baselines, ablations, multi-res, robustness, few-shot")
-    reproduce.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: minutes, checks the pipeline; full: the documented run (about 45 min on 2 cores)")
+    reproduce.add_argument(
+        "--budget",
+        choices=["quick", "full", "paper", "paper-quick"],
+        default="quick",
+        help="quick: minutes, checks the pipeline; full: the documented 7x7-token run (about 45 min on 2 cores); "
+        "paper: the paper's 14x14 tokens and grids 3-10 (hours: run it again to continue); paper-quick: that pipeline in minutes",
+    )
     reproduce.add_argument("--out", default="runs/reproduce", help="results folder; a rerun skips finished experiments and resumes training")
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)

@@ -22,6 +22,19 @@ PAPER_TABLE_9_MEAN = {"ViT": {1: 63.4, 5: 80.0, 25: 86.2}, "LookupViT 10x10": {1
 LABELS = {"vit": "ViT", "lookupvit": "LookupViT", "tokenlearner-half": "TokenLearner 1/2", "tokenlearner-3quarter": "TokenLearner 3/4", "perceiver": "Perceiver"}
 
 
+# The 7x7 regime's settings, for budget.json files written before the regime was recorded.
+SMALL_REGIME = {"size": "nano4", "lookup_side": 7, "grids": [2, 3, 4, 5], "default_grid": 3, "single_grids": [2, 3, 4, 5], "ablation_grid": 3}
+PATCH = {"nano4": 4, "nano2": 2}
+
+
+def _regime(budget: dict) -> dict:
+    return budget.get("regime", SMALL_REGIME)
+
+
+def _span(grids: list[int]) -> str:
+    return f"{grids[0]}-{grids[-1]}"
+
+
 def _load(out: Path) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))}
 
@@ -56,6 +69,8 @@ def write_reproduction_report(out: str | Path) -> Path:
     if not vits or not lookups:
         raise FileNotFoundError(f"{out}/results has no ViT or LookupViT result yet; run `lookupvit reproduce` first")
     hardware = next(iter(results.values()))["hardware"]
+    regime = _regime(budget)
+    side, size = regime["lookup_side"], regime["size"]
     lines = [
         "# LookupViT's claims at small scale: Fashion-MNIST, every model on one recipe",
         "",
@@ -63,18 +78,19 @@ def write_reproduction_report(out: str | Path) -> Path:
         f"{budget['train_subset'] or 'all 30,000'} of the classes t-shirt/top, trouser, pullover, dress, coat; "
         f"test images {budget['test_subset'] or 'all 5,000'} of those classes. Seeds of ViT and LookupViT: {budget['seeds']}; "
         f"the other models ran once (seed 0). Hardware: {hardware['cpu_count']} CPU cores ({hardware['machine']}), "
-        f"torch {hardware['torch']}, device {hardware['device']}. Models are the `nano4` size (D=96, 4 blocks, "
-        "3 heads, patch 4: a 7x7 lookup grid at 28 px; the paper's 14x14 at patch 2 is 3-4x slower per step and did not fit "
-        "the budget); recipe of `configs/fashion-mnist.toml` (AdamW, batch 64, lr 1.5e-3, bf16 autocast, flips). "
+        f"torch {hardware['torch']}, device {hardware['device']}. Models are the `{size}` size (D=96, 4 blocks, "
+        f"3 heads, patch {PATCH[size]}: a {side}x{side} lookup grid at 28 px{'' if side == 14 else '; the paper has 14x14'}); "
+        "recipe of `configs/fashion-mnist.toml` (AdamW, batch 64, lr 1.5e-3, bf16 autocast, flips). "
         "Accuracies are of the last epoch's weights (no model selection on test data), top-1 in %, of the trained head "
         "(averaged heads unless a loss was switched off). GFLOPs are per image, 2 x multiply-accumulates.",
         "",
         "The paper's numbers (ImageNet-1k, B/16) are beside ours for orientation only: the scale differs by orders of magnitude.",
         "",
     ]
-    lines += _comparison_section(results, vits, lookups, out)
-    lines += _ablation_section(results, lookups)
-    lines += _multires_section(results, lookups, out)
+    lines += _comparison_section(results, vits, lookups, out, regime)
+    lines += _epochs_section(results)
+    lines += _ablation_section(results, regime)
+    lines += _multires_section(results, lookups, out, regime)
     lines += _robustness_section(results, vits, lookups, out)
     lines += _few_shot_section(results, vits, lookups)
     path = out / "report.md"
@@ -82,54 +98,80 @@ def write_reproduction_report(out: str | Path) -> Path:
     return path
 
 
-def _comparison_section(results, vits, lookups, out) -> list[str]:
+def _speed(result: dict) -> str:
+    return f"{result['images_per_s']:.0f}" if result.get("images_per_s") else "-"
+
+
+def _comparison_section(results, vits, lookups, out, regime) -> list[str]:
     vit_acc = [_top1(r, None) for r in vits]
     spread = [abs(a - b) for a, b in zip(vit_acc, vit_acc[1:])]
     lines = ["## 1. Accuracy against compute: ViT, TokenLearner, Perceiver, LookupViT", "",
-             "| model | GFLOPs | top-1 (ours) | paper top-1 | paper GFLOPs |", "|---|---|---|---|---|"]
-    lines.append(f"| ViT | {_row(vits[0], None)['gflops']:.3f} | {_mean_std(vit_acc)} | {PAPER_TABLE_1['ViT'][0]} | {PAPER_TABLE_1['ViT'][1]} |")
+             "| model | GFLOPs | top-1 (ours) | paper top-1 | paper GFLOPs | training images/s (seed 0) |", "|---|---|---|---|---|---|"]
+    lines.append(f"| ViT | {_row(vits[0], None)['gflops']:.3f} | {_mean_std(vit_acc)} | {PAPER_TABLE_1['ViT'][0]} | {PAPER_TABLE_1['ViT'][1]} | {_speed(vits[0])} |")
     for name in ("tokenlearner-half", "tokenlearner-3quarter", "perceiver"):
         if name in results:
             paper = PAPER_TABLE_1[LABELS[name]]
-            lines.append(f"| {LABELS[name]} | {_row(results[name], None)['gflops']:.3f} | {_top1(results[name], None):.2f} | {paper[0]} | {paper[1] or '-'} |")
-    for grid in (1, 2, 3, 4, 5, 6, 7):
+            lines.append(f"| {LABELS[name]} | {_row(results[name], None)['gflops']:.3f} | {_top1(results[name], None):.2f} | {paper[0]} | {paper[1] or '-'} | {_speed(results[name])} |")
+    for grid in _eval_grids(lookups[0]):
         accuracies = [_top1(r, grid) for r in lookups]
         paper = PAPER_TABLE_1.get(f"LookupViT {grid}x{grid}", ("-", "-"))
-        lines.append(f"| LookupViT {grid}x{grid} | {_row(lookups[0], grid)['gflops']:.3f} | {_mean_std(accuracies)} | {paper[0]} | {paper[1]} |")
-    lines += ["", "LookupViT here is one multi-resolution model (trained on grids 2-5) evaluated at every grid; ± is the standard deviation over seeds.", ""]
+        speed = _speed(lookups[0]) if grid == regime["default_grid"] else ""
+        lines.append(f"| LookupViT {grid}x{grid} | {_row(lookups[0], grid)['gflops']:.3f} | {_mean_std(accuracies)} | {paper[0]} | {paper[1]} | {speed} |")
+    lines += ["", f"LookupViT here is one multi-resolution model (trained on grids {_span(regime['grids'])}, sampled per batch) evaluated at every grid; "
+              "± is the standard deviation over seeds. Its training images/s are over the mix of grids.", ""]
     if len(vits) > 1:
-        lookup_spread = [abs(_top1(a, 3) - _top1(b, 3)) for a, b in zip(lookups, lookups[1:])]
-        lines += [f"Run-to-run spread (|seed 0 − seed 1|): ViT {max(spread):.2f} points, LookupViT 3x3 {max(lookup_spread):.2f} points.", ""]
+        grid = regime["default_grid"]
+        lookup_spread = [abs(_top1(a, grid) - _top1(b, grid)) for a, b in zip(lookups, lookups[1:])]
+        lines += [f"Run-to-run spread (|seed 0 − seed 1|): ViT {max(spread):.2f} points, LookupViT {grid}x{grid} {max(lookup_spread):.2f} points.", ""]
     _plot_accuracy_vs_flops(results, vits, lookups, out / "accuracy_vs_flops.png")
     return lines + ["![accuracy vs GFLOPs](accuracy_vs_flops.png)", ""]
 
 
-def _ablation_section(results, lookups) -> list[str]:
-    reference = results.get("single-grid-3")
+def _eval_grids(result: dict) -> list[int]:
+    return [row["grid"][0] for row in result["eval"]]
+
+
+def _epochs_section(results) -> list[str]:
+    """Test top-1 after each epoch at the default grid: whether the ranking still moves at the end of the budget."""
+    rows = [(name, result["epoch_top1"]) for name, result in results.items() if result.get("epoch_top1") and result["experiment"]["group"] == "compare"]
+    if not rows:
+        return []
+    epochs = max(len(values) for _, values in rows)
+    lines = ["### Test top-1 after each epoch (default grid): is the ranking still moving?", "",
+             "| model | " + " | ".join(f"epoch {e}" for e in range(1, epochs + 1)) + " |", "|" + "---|" * (epochs + 1)]
+    for name, values in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{100 * value:.2f}" for value in values) + " |")
+    return lines + [""]
+
+
+def _ablation_section(results, regime) -> list[str]:
+    grid = regime["ablation_grid"]
+    reference = results.get(f"single-grid-{grid}")
     if reference is None:
         return []
-    lines = ["## 2. Ablations (paper Table 5), each a config switch of the 3x3 single-grid model", "",
+    lines = [f"## 2. Ablations (paper Table 5), each a config switch of the {grid}x{grid} single-grid model", "",
              "| model | GFLOPs | top-1 (ours) | change | paper top-1 (5x5) |", "|---|---|---|---|---|"]
-    base = _top1(reference, 3)
-    lines.append(f"| full model (single grid 3x3) | {_row(reference, 3)['gflops']:.3f} | {base:.2f} | - | {PAPER_TABLE_5['full model']} |")
+    base = _top1(reference, grid)
+    lines.append(f"| full model (single grid {grid}x{grid}) | {_row(reference, grid)['gflops']:.3f} | {base:.2f} | - | {PAPER_TABLE_5['full model']} |")
     for name in ("no-lookup-tokens", "no-mhbc-p2l", "compressed-loss-only", "lookup-loss-only", "learned-compressed-tokens"):
         if name in results:
-            accuracy = _top1(results[name], 3)
-            lines.append(f"| {name} ({results[name]['head']} head) | {_row(results[name], 3)['gflops']:.3f} | {accuracy:.2f} | {accuracy - base:+.2f} | {PAPER_TABLE_5[name]} |")
+            accuracy = _top1(results[name], grid)
+            lines.append(f"| {name} ({results[name]['head']} head) | {_row(results[name], grid)['gflops']:.3f} | {accuracy:.2f} | {accuracy - base:+.2f} | {PAPER_TABLE_5[name]} |")
     return lines + ["", "Without lookup tokens and without p->l the loss is on the compressed head only, as in the paper's chain of ablations.", ""]
 
 
-def _multires_section(results, lookups, out) -> list[str]:
+def _multires_section(results, lookups, out, regime) -> list[str]:
     singles = {int(name.rsplit("-", 1)[1]): r for name, r in results.items() if name.startswith("single-grid-")}
     if not singles:
         return []
-    grids = [1, 2, 3, 4, 5, 6, 7]
+    grids = _eval_grids(lookups[0])
     header = "| trained on | " + " | ".join(f"eval {g}x{g}" for g in grids) + " |"
     lines = ["## 3. Multi-resolution training (paper Fig. 5b)", "", header, "|" + "---|" * (len(grids) + 1)]
-    lines.append("| grids 2-5, sampled per batch (seed 0) | " + " | ".join(f"{_top1(lookups[0], g):.2f}" for g in grids) + " |")
+    span = _span(regime["grids"])
+    lines.append(f"| grids {span}, sampled per batch (seed 0) | " + " | ".join(f"{_top1(lookups[0], g):.2f}" for g in grids) + " |")
     for trained, result in sorted(singles.items()):
         lines.append(f"| grid {trained}x{trained} only | " + " | ".join(f"{_top1(result, g):.2f}" for g in grids) + " |")
-    _plot_multires(lookups[0], singles, grids, out / "multires.png")
+    _plot_multires(lookups[0], singles, grids, out / "multires.png", span)
     return lines + ["", "![multi-resolution](multires.png)", ""]
 
 
@@ -223,7 +265,7 @@ def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
     grids = [row["grid"][0] for row in lookups[0]["eval"]]
     for result in lookups:
         xs = [1e3 * _row(result, g)["gflops"] for g in grids]
-        axis.plot(xs, [_top1(result, g) for g in grids], "o-", color="C0", alpha=0.8, label=f"LookupViT, grids 1-7 (seed {result['experiment']['seed']})")
+        axis.plot(xs, [_top1(result, g) for g in grids], "o-", color="C0", alpha=0.8, label=f"LookupViT, grids {_span(grids)} (seed {result['experiment']['seed']})")
     for result in vits:
         axis.plot(1e3 * _row(result, None)["gflops"], _top1(result, None), "s", color="C1", label=f"ViT (seed {result['experiment']['seed']})")
     for marker, name in (("^", "tokenlearner-half"), ("v", "tokenlearner-3quarter"), ("D", "perceiver")):
@@ -235,10 +277,10 @@ def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
     _save(plt, figure, [axis], path)
 
 
-def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], path: Path) -> None:
+def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], path: Path, span: str) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    axis.plot(grids, [_top1(multires, g) for g in grids], "o-", linewidth=2.5, color="black", label="multi-resolution (grids 2-5)")
+    axis.plot(grids, [_top1(multires, g) for g in grids], "o-", linewidth=2.5, color="black", label=f"multi-resolution (grids {span})")
     for trained, result in sorted(singles.items()):
         axis.plot(grids, [_top1(result, g) for g in grids], "--", marker=".", label=f"trained on {trained}x{trained} only")
     axis.set_xticks(grids, [f"{g}x{g}" for g in grids])

@@ -9,6 +9,7 @@ experiment in flight (and training itself resumes from its last checkpoint); a r
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,29 @@ from .results import claim_folder, main_job_recipe, run_each
 
 BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
 TRANSFER_CLASSES = [5, 6, 7, 8, 9]  # sandal, shirt, sneaker, bag, ankle boot: never seen in training
-EVAL_GRIDS = [1, 2, 3, 4, 5, 6, 7]  # every grid of the 7x7 lookup grid
-ROBUSTNESS_GRIDS = [3, 5, 7]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The token regime: the model size and the grids every experiment of the suite uses."""
+
+    size: str  # "nano4": patch 4, a 7x7 lookup grid at 28 px; "nano2": patch 2, the paper's 14x14
+    lookup_side: int
+    grids: tuple[int, ...]  # the multi-resolution LookupViT's training grids
+    default_grid: int  # the multi-resolution model's default grid (the one its epoch-end evaluation reports)
+    single_grids: tuple[int, ...]  # single-grid LookupViTs (Fig. 5b)
+    ablation_grid: int  # the Table 5 ablations are switches of the single-grid model at this grid
+    robustness_grids: tuple[int, ...]
+    perceiver_latents: int
+
+    @property
+    def eval_grids(self) -> list[int]:
+        return list(range(1, self.lookup_side + 1))  # every grid of the lookup grid
+
+
+SMALL_REGIME = Regime("nano4", 7, (2, 3, 4, 5), 3, (2, 3, 4, 5), 3, (3, 5, 7), 9)
+# The paper's: 14x14 lookup tokens, Multi-Res over grids 3..10, Table 5 at 5x5, Table 6 at 5x5 / 7x7 / 10x10.
+PAPER_REGIME = Regime("nano2", 14, (3, 4, 5, 6, 7, 8, 9, 10), 5, (3, 5, 7, 10), 5, (5, 7, 10), 25)
 
 
 @dataclass(frozen=True)
@@ -44,11 +66,15 @@ class Budget:
     draws: int
     probe_pool_images: int  # random training images of the held-out classes to draw shots from
     probe_test_images: int | None
+    regime: Regime = SMALL_REGIME
 
 
 BUDGETS = {
     "quick": Budget(epochs=1, train_subset=512, test_subset=256, robustness_images=32, seeds=(0,), shots=(1, 5), draws=2, probe_pool_images=200, probe_test_images=200),
     "full": Budget(epochs=3, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5, probe_pool_images=2000, probe_test_images=None),
+    # The paper's token regime; hours of CPU, meant to be run as several invocations (each result is kept as it finishes).
+    "paper": Budget(epochs=6, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5, probe_pool_images=2000, probe_test_images=None, regime=PAPER_REGIME),
+    "paper-quick": Budget(epochs=1, train_subset=256, test_subset=128, robustness_images=16, seeds=(0,), shots=(1,), draws=1, probe_pool_images=100, probe_test_images=100, regime=PAPER_REGIME),
 }
 
 
@@ -72,26 +98,29 @@ class Experiment:
 
 
 def experiments(budget: Budget) -> list[Experiment]:
-    lookup = "lookupvit_nano4"
+    regime = budget.regime
+    lookup, size = f"lookupvit_{regime.size}", regime.size
+    multires = {"compressed_grid": regime.default_grid}
     found = []
     for seed in budget.seeds:
-        found.append(Experiment(f"vit-seed{seed}", "compare", "vit_nano4", seed=seed))
-        found.append(Experiment(f"lookupvit-seed{seed}", "compare", lookup, {"compressed_grid": 3}, seed=seed))
+        found.append(Experiment(f"vit-seed{seed}", "compare", f"vit_{size}", seed=seed))
+        found.append(Experiment(f"lookupvit-seed{seed}", "compare", lookup, multires, grids=regime.grids, seed=seed))
     found += [
-        Experiment("tokenlearner-half", "compare", "tokenlearner_nano4", {"tokenlearner_at": 0.5, "num_learned_tokens": 8}),
-        Experiment("tokenlearner-3quarter", "compare", "tokenlearner_nano4", {"tokenlearner_at": 0.75, "num_learned_tokens": 8}),
-        Experiment("perceiver", "compare", "perceiver_nano4", {"num_latents": 9}),
+        Experiment("tokenlearner-half", "compare", f"tokenlearner_{size}", {"tokenlearner_at": 0.5, "num_learned_tokens": 8}),
+        Experiment("tokenlearner-3quarter", "compare", f"tokenlearner_{size}", {"tokenlearner_at": 0.75, "num_learned_tokens": 8}),
+        Experiment("perceiver", "compare", f"perceiver_{size}", {"num_latents": regime.perceiver_latents}),
     ]
-    # Table 5 is about one fixed-grid model; ours is the 3x3 single-grid model, which also serves Fig. 5b.
-    fixed = {"compressed_grid": 3}
-    found += [Experiment(f"single-grid-{g}", "single-grid", lookup, {"compressed_grid": g}, grids=(g,)) for g in (2, 3, 4, 5)]
+    # Table 5 is about one fixed-grid model: the single-grid model at the ablation grid, which also serves Fig. 5b.
+    found += [Experiment(f"single-grid-{g}", "single-grid", lookup, {"compressed_grid": g}, grids=(g,)) for g in regime.single_grids]
+    grid = regime.ablation_grid
+    fixed = {"compressed_grid": grid}
     found += [
-        Experiment("no-lookup-tokens", "ablation", lookup, {**fixed, "use_lookup_tokens": False}, grids=(3,), lookup_loss_weight=0.0),
+        Experiment("no-lookup-tokens", "ablation", lookup, {**fixed, "use_lookup_tokens": False}, grids=(grid,), lookup_loss_weight=0.0),
         # as in the paper's chain of ablations, without p->l the loss is on the compressed tokens only
-        Experiment("no-mhbc-p2l", "ablation", lookup, {**fixed, "infuse": False}, grids=(3,), lookup_loss_weight=0.0),
-        Experiment("compressed-loss-only", "ablation", lookup, fixed, grids=(3,), lookup_loss_weight=0.0),
-        Experiment("lookup-loss-only", "ablation", lookup, fixed, grids=(3,), compressed_loss_weight=0.0),
-        Experiment("learned-compressed-tokens", "ablation", lookup, {**fixed, "compressed_init": "learned"}, grids=(3,)),
+        Experiment("no-mhbc-p2l", "ablation", lookup, {**fixed, "infuse": False}, grids=(grid,), lookup_loss_weight=0.0),
+        Experiment("compressed-loss-only", "ablation", lookup, fixed, grids=(grid,), lookup_loss_weight=0.0),
+        Experiment("lookup-loss-only", "ablation", lookup, fixed, grids=(grid,), compressed_loss_weight=0.0),
+        Experiment("learned-compressed-tokens", "ablation", lookup, {**fixed, "compressed_init": "learned"}, grids=(grid,)),
     ]
     return found
 
@@ -106,7 +135,7 @@ def train_config(experiment: Experiment, budget: Budget, out: Path, threads: int
         test_subset=budget.test_subset,
         epochs=budget.epochs,
         grids=list(experiment.grids),
-        eval_grids=EVAL_GRIDS,
+        eval_grids=budget.regime.eval_grids,
         compressed_loss_weight=experiment.compressed_loss_weight,
         lookup_loss_weight=experiment.lookup_loss_weight,
         seed=experiment.seed,
@@ -121,6 +150,14 @@ def transfer_sets(budget: Budget):
     return load_datasets(config)
 
 
+def training_record(run: Path) -> dict:
+    """From the run's metrics: test top-1 at the default grid after each epoch (is the ranking still moving?) and training images/s."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    by_epoch = {record["epoch"]: record["eval"][0]["average"]["top1"] for record in records if "eval" in record}
+    speeds = [record["images_per_s"] for record in records if "images_per_s" in record]
+    return {"epoch_top1": [by_epoch[epoch] for epoch in sorted(by_epoch)], "images_per_s": sum(speeds) / len(speeds) if speeds else None}
+
+
 def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: torch.device, corrupted: dict, clean, transfer, threads: int = 0) -> dict:
     config = train_config(experiment, budget, out, threads)
     start = time.perf_counter()
@@ -133,11 +170,12 @@ def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: to
         "head": experiment.head,
         "train_seconds_this_call": round(train_seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "eval": evaluate(model, dataset_batches(test_set, normalization, 500), EVAL_GRIDS, device),
+        "eval": evaluate(model, dataset_batches(test_set, normalization, 500), budget.regime.eval_grids, device),
+        **training_record(run),
     }
     if experiment.group == "compare":
         is_lookup = experiment.model.startswith("lookupvit")
-        grids = ROBUSTNESS_GRIDS if is_lookup else [None]
+        grids = list(budget.regime.robustness_grids) if is_lookup else [None]
         result["robustness"] = {
             str(grid): corruption_results(model, clean.images, clean.labels, corrupted, normalization, device, grid, experiment.head) for grid in grids
         }
