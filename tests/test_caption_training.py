@@ -263,3 +263,13 @@ def test_quick_captioning_suite_writes_its_report_and_skips_what_is_done(tmp_pat
     assert capsys.readouterr().out.count("done earlier, skipped") == 2 + len(SETTINGS)
     with pytest.raises(ValueError, match="another budget"):
         run_captioning("full", tmp_path, "cpu", threads=1)
+
+
+def test_captions_longer_than_max_length_are_counted_and_cut(layout, encoder_file, tmp_path):
+    longest = max(len(caption.split()) for image in read_coco_captions(*layout_caption_paths(layout, "train")) for caption in image.captions)
+    with pytest.warns(UserWarning, match=r"training captions are longer than max_length=6 tokens and are cut short"):
+        train_captioner(run_config(layout, encoder_file, tmp_path / "short", epochs=1, max_length=6))
+    record = json.loads((tmp_path / "short" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["truncated_captions"] > 0
+    train_captioner(run_config(layout, encoder_file, tmp_path / "whole", epochs=1, max_length=longest + 8))
+    assert json.loads((tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()[-1])["truncated_captions"] == 0

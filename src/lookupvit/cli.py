@@ -532,6 +532,20 @@ def cmd_caption_run(args: argparse.Namespace) -> None:
     print(f"report: {run_captioning(args.budget, args.out, args.device, threads=args.threads)}")
 
 
+def add_suite_arguments(
+    parser: argparse.ArgumentParser,
+    out: str,
+    budgets: list[str] = ("quick", "full"),
+    default: str = "full",
+    budget_help: str = "quick: a minute or so, checks the pipeline; full: the documented run",
+) -> None:
+    """--budget, --out, --device, --threads: what every resumable experiment suite takes."""
+    parser.add_argument("--budget", choices=list(budgets), default=default, help=budget_help)
+    parser.add_argument("--out", default=out, help="results folder; a rerun skips what is finished and resumes training")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
+
+
 def add_caption_commands(commands) -> None:
     """`lookupvit caption train|eval|predict|run`: captioning on a frozen encoder's tokens (paper Table 3)."""
     caption = commands.add_parser("caption", help="captioning on a frozen LookupViT's (or ViT's) tokens: train, eval, predict, run")
@@ -566,10 +580,7 @@ def add_caption_commands(commands) -> None:
     predict.set_defaults(func=cmd_caption_predict)
 
     run = actions.add_parser("run", help="the Table 3 job: LookupViT at grids 3/5/7/10 vs ViT on the layout task, CIDEr vs GFLOPs")
-    run.add_argument("--budget", choices=["quick", "full"], default="full", help="quick: minutes, checks the pipeline; full: the documented run")
-    run.add_argument("--out", default="runs/captioning", help="results folder; a rerun skips finished settings and resumes training")
-    run.add_argument("--device", default="auto")
-    run.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
+    add_suite_arguments(run, "runs/captioning")
     run.set_defaults(func=cmd_caption_run)
 
 
@@ -632,32 +643,24 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert)
 
     reproduce = commands.add_parser("reproduce", help="the paper's claims at small scale: baselines, ablations, multi-res, robustness, few-shot")
-    reproduce.add_argument(
-        "--budget",
-        choices=["quick", "full", "paper", "paper-quick"],
+    add_suite_arguments(
+        reproduce,
+        "runs/reproduce",
+        budgets=["quick", "full", "paper", "paper-quick"],
         default="quick",
-        help="quick: minutes, checks the pipeline; full: the documented 7x7-token run (about 45 min on 2 cores); "
+        budget_help="quick: minutes, checks the pipeline; full: the documented 7x7-token run (about 45 min on 2 cores); "
         "paper: the paper's 14x14 tokens and grids 3-10 (hours: run it again to continue); paper-quick: that pipeline in minutes",
     )
-    reproduce.add_argument("--out", default="runs/reproduce", help="results folder; a rerun skips finished experiments and resumes training")
-    reproduce.add_argument("--device", default="auto")
-    reproduce.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     reproduce.set_defaults(func=cmd_reproduce)
 
     motion = commands.add_parser("motion", help="the video job: LookupViViT vs ViViT on mp4 clips of moving items, where one frame is not enough")
-    motion.add_argument("--budget", choices=["quick", "full"], default="full", help="quick: a minute, checks the pipeline; full: the documented run")
-    motion.add_argument("--out", default="runs/motion", help="results folder; a rerun skips finished models and resumes training")
+    add_suite_arguments(motion, "runs/motion")
     motion.add_argument("--seed", type=non_negative_int, default=0, help="seed of the videos (the runs use seed 0)")
     motion.add_argument("--download", action="store_true", help="download Fashion-MNIST (checksums verified) if it is not installed")
-    motion.add_argument("--device", default="auto")
-    motion.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     motion.set_defaults(func=cmd_motion)
 
     warmstart = commands.add_parser("warmstart", help="a LookupViT started from a trained ViT vs from scratch, two seeds each, on Fashion-MNIST")
-    warmstart.add_argument("--budget", choices=["quick", "full"], default="full", help="quick: a minute, checks the pipeline; full: the documented run")
-    warmstart.add_argument("--out", default="runs/warmstart", help="results folder; a rerun skips finished runs and resumes training")
-    warmstart.add_argument("--device", default="auto")
-    warmstart.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
+    add_suite_arguments(warmstart, "runs/warmstart")
     warmstart.set_defaults(func=cmd_warmstart)
 
     train = commands.add_parser("train", help="train (or resume) a run; runs under torchrun for several processes")

@@ -24,6 +24,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(plt, figure, path: str | Path, legend_axes=(), legend_size: int = 8) -> None:
+    """Grid and legend on `legend_axes`, then a tight layout written to `path`; the figure is closed (no pyplot state leaks)."""
+    for axis in legend_axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=legend_size)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def plot_accuracy_vs_flops(rows: list[dict], path: str | Path, title: str, baselines: dict[str, list[dict]] | None = None) -> None:
     """Top-1 of each head against the FLOPs of each compressed grid: one model, many compute budgets."""
     plt = _pyplot()
@@ -43,11 +53,7 @@ def plot_accuracy_vs_flops(rows: list[dict], path: str | Path, title: str, basel
     axis.set_xlabel(f"{unit} per image (2 x multiply-accumulates)")
     axis.set_ylabel("test top-1 accuracy (%)")
     axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(plt, figure, path, [axis])
 
 
 @torch.no_grad()

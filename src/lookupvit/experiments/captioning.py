@@ -140,7 +140,7 @@ def run_captioning(budget_name: str, out: str | Path, device_name: str = "auto",
 
 
 def plot_cider_vs_gflops(results: dict[str, dict], path: Path) -> None:
-    from ..evaluation.visualize import _pyplot
+    from ..evaluation.visualize import _pyplot, save_figure
 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4.2), dpi=110)
@@ -153,11 +153,7 @@ def plot_cider_vs_gflops(results: dict[str, dict], path: Path) -> None:
     axis.set_xlabel("GFLOPs per caption (encoder + decoder)")
     axis.set_ylabel("val CIDEr-D")
     axis.set_title("Captioning on frozen encoders (layout task, 56 px)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(plt, figure, path, [axis])
 
 
 def plot_example_canvases(out: Path, keys: list, path: Path) -> None:

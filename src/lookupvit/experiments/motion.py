@@ -183,7 +183,7 @@ def result_rows(results: dict[str, dict]) -> list[dict]:
 
 
 def plot_motion(rows: list[dict], path: Path, chance: float) -> None:
-    from ..evaluation.visualize import _pyplot
+    from ..evaluation.visualize import _pyplot, save_figure
 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
@@ -198,11 +198,7 @@ def plot_motion(rows: list[dict], path: Path, chance: float) -> None:
     axis.set_xlabel("GFLOPs per view (2 x multiply-accumulates)")
     axis.set_ylabel("validation top-1 (%)")
     axis.set_title("Which way does the shoe move? One LookupViViT at every grid vs ViViT")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(plt, figure, path, [axis])
 
 
 def plot_example_clips(videos: Path, path: Path, frames_shown: int = 8) -> None:

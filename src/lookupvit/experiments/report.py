@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from ..evaluation.robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
-from ..evaluation.visualize import _pyplot
+from ..evaluation.visualize import _pyplot, save_figure
 
 # The paper's numbers, for orientation only (ImageNet-1k, B/16, 224 px; GFLOPs = 2 x MACs).
 PAPER_TABLE_1 = {"ViT": (78.6, 35.1), "TokenLearner 1/2": (75.7, 19.1), "TokenLearner 3/4": (77.5, 27.1), "Perceiver": (78.0, None),
@@ -250,15 +250,6 @@ def _few_shot_section(results, vits, lookups) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _save(plt, figure, legend_axes: list, path: Path) -> None:
-    for axis in legend_axes:
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
 def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
@@ -274,7 +265,7 @@ def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
     axis.set_xlabel("MFLOPs per image")
     axis.set_ylabel("test top-1 (%)")
     axis.set_title("Fashion-MNIST (5 classes), same recipe and budget")
-    _save(plt, figure, [axis], path)
+    save_figure(plt, figure, path, [axis], legend_size=7)
 
 
 def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], path: Path, span: str) -> None:
@@ -287,7 +278,7 @@ def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], p
     axis.set_xlabel("compressed grid at evaluation")
     axis.set_ylabel("test top-1 (%)")
     axis.set_title("One multi-resolution model vs single-grid models")
-    _save(plt, figure, [axis], path)
+    save_figure(plt, figure, path, [axis], legend_size=7)
 
 
 def _plot_robustness(models: dict[str, dict], path: Path) -> None:
@@ -301,7 +292,7 @@ def _plot_robustness(models: dict[str, dict], path: Path) -> None:
         right.plot([int(s) for s in sorted(deviation, key=int)], [deviation[s]["mean"] for s in sorted(deviation, key=int)], "o-", label=label)
     left.set(xlabel="severity (0 = clean)", ylabel="top-1 (%), mean over 15 corruptions", title="Accuracy under corruption")
     right.set(xlabel="severity", ylabel="mean ||F(x) - F(x_c)|| / ||F(x)||", title="Feature deviation")
-    _save(plt, figure, [left, right], path)
+    save_figure(plt, figure, path, [left, right], legend_size=7)
 
 
 def _plot_deviation_density(models: dict[str, dict], path: Path) -> None:
@@ -318,4 +309,4 @@ def _plot_deviation_density(models: dict[str, dict], path: Path) -> None:
         axis.set_title(f"severity {severity}")
         axis.set_xlabel("normalised feature deviation")
     axes[0].set_ylabel("density")
-    _save(plt, figure, list(axes), path)
+    save_figure(plt, figure, path, list(axes), legend_size=7)

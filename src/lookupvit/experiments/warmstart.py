@@ -151,7 +151,7 @@ def arm_summary(results: dict[str, dict], arm: str) -> dict[str, list[float]]:
 
 
 def plot_warmstart(results: dict[str, dict], path: Path) -> None:
-    from ..evaluation.visualize import _pyplot
+    from ..evaluation.visualize import _pyplot, save_figure
 
     plt = _pyplot()
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
@@ -163,8 +163,6 @@ def plot_warmstart(results: dict[str, dict], path: Path) -> None:
     losses.set_xlabel("optimizer step")
     losses.set_ylabel("training loss")
     losses.set_title("Fine-tuning from the converted ViT vs from scratch")
-    losses.grid(alpha=0.3)
-    losses.legend(fontsize=8)
     for arm, style in (("warm", "o-"), ("scratch", "s--")):
         summary = arm_summary(results, arm)
         grids = [label for label in summary]
@@ -176,11 +174,7 @@ def plot_warmstart(results: dict[str, dict], path: Path) -> None:
     accuracy.set_xlabel("compressed grid at inference")
     accuracy.set_ylabel("test top-1 (%)")
     accuracy.set_title("One model at every grid")
-    accuracy.grid(alpha=0.3)
-    accuracy.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(plt, figure, path, [losses, accuracy])
 
 
 def write_warmstart_report(out: Path, budget: WarmStartBudget, runs: list[WarmStartRun]) -> Path:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from ..data import Normalization
 from ..data.captions import CaptionSet, layout_caption_paths, read_coco_captions
 from ..data.folders import read_image
-from ..data.text import WordTokenizer
+from ..data.text import WordTokenizer, split_words
 from ..evaluation.captions import caption_scores
 from ..files import atomic_write
 from ..models.captioner import (
@@ -294,6 +295,18 @@ def validation_loss(decoder: CaptionDecoder, tokenizer: WordTokenizer, memory: T
 # --------------------------------------------------------------------------------------------
 
 
+def warn_truncated(caption_set: CaptionSet, max_length: int) -> int:
+    """How many training captions are longer than max_length tokens (bos and eos included); they lose their last words."""
+    long = [caption for image in caption_set for caption in image.captions if len(split_words(caption)) + 2 > max_length]
+    if long:
+        warnings.warn(
+            f"{len(long)} of the training captions are longer than max_length={max_length} tokens and are cut short "
+            f"(e.g. {long[0]!r}); raise max_length to keep them whole",
+            stacklevel=3,
+        )
+    return len(long)
+
+
 class CaptionRun:
     """One invocation of a captioning run: its data, frozen encoder, decoder, optimiser and position."""
 
@@ -306,6 +319,7 @@ class CaptionRun:
         self.grid = encoder_grid(model, config.grid, image_size)
         self.inputs = ImageInputs(normalization, image_size, model.config.in_chans)
         self.tokenizer = WordTokenizer.fit([caption for image in self.train_set for caption in image.captions], min_count=config.min_word_count)
+        self.truncated = warn_truncated(self.train_set, config.max_length)
         torch.manual_seed(config.seed)
         decoder_config = caption_decoder_config(config.decoder, len(self.tokenizer), model.config.embed_dim, max_length=config.max_length)
         self.captioner = Captioner(FrozenEncoder(model, self.grid), CaptionDecoder(decoder_config), self.tokenizer).to(self.device)
@@ -349,7 +363,7 @@ class CaptionRun:
             loss = self.train_epoch(epoch, memory["train"], progress)
             val_loss = validation_loss(self.captioner.decoder, self.tokenizer, memory["val"], self.val_set, config.batch_size)
             progress.write(f"epoch {epoch + 1}/{config.epochs}: train loss {loss:.3f}, val loss {val_loss:.3f}")
-            self.log({"epoch": epoch + 1, "loss": round(loss, 5), "val_loss": round(val_loss, 5), "lr": self.scheduler.get_last_lr()[0]})
+            self.log({"epoch": epoch + 1, "loss": round(loss, 5), "val_loss": round(val_loss, 5), "lr": self.scheduler.get_last_lr()[0], "truncated_captions": self.truncated})
             self.write_checkpoint(epoch + 1)
             if stop_after_epochs is not None and epoch + 1 - self.start_epoch >= stop_after_epochs:
                 break
