@@ -168,7 +168,7 @@ def test_a_default_compressed_grid_larger_than_the_lookup_grid_is_refused():
 @pytest.mark.parametrize(
     "setting,value,error,message",
     [
-        ("num_classes", 0, ValueError, "num_classes must be a whole number, at least 1, got 0"),
+        ("num_classes", -1, ValueError, "num_classes must be a whole number, at least 0, got -1"),
         ("embed_dim", 0, ValueError, "embed_dim must be a whole number, at least 1, got 0"),
         ("depth", 0, ValueError, "depth must be a whole number, at least 1, got 0"),
         ("num_heads", 0, ValueError, "num_heads must be a whole number, at least 1, got 0"),

@@ -76,3 +76,18 @@ def test_broken_folders_are_refused_with_the_reason(model, tmp_path):
     (tmp_path / "other" / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="fails its checksum"):
         from_pretrained(tmp_path / "other")
+
+
+@pytest.mark.parametrize("name", ["lookupvit_nano4", "vit_nano4", "perceiver_nano4", "tokenlearner_nano4"])
+def test_a_headless_feature_extractor_saves_and_loads(name, tmp_path):
+    """num_classes=0 (timm's convention): no classifier, forward returns the (B, D) pooled features; the file round-trips."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=0).eval()
+    images = torch.randn(2, 1, 28, 28)
+    loaded = from_pretrained(save_pretrained(model, tmp_path / "features"))
+    with torch.no_grad():
+        assert model(images).shape == (2, 96) and torch.equal(loaded(images), model(images))
+    with_head = create_model(name)
+    with_head.reset_classifier(0)
+    assert with_head.config.num_classes == 0
+    with_head.load_state_dict(model.state_dict())  # strict: reset_classifier(0) leaves exactly the headless model's parameters

@@ -70,11 +70,7 @@ def _build(ours: str, num_classes: int, drop_rate: float = 0.0, global_pool: str
         raise ValueError(f"LookupViT has no dropout, got drop_rate={drop_rate}; use drop_path_rate (stochastic depth)")
     if global_pool not in (None, "avg"):
         raise ValueError(f"LookupViT's heads average-pool their tokens: global_pool must be 'avg' or None, got {global_pool!r}")
-    # Our config wants at least one class; num_classes=0 is timm's "pooled features": Identity heads.
-    model = LookupViT(model_config(ours, num_classes=num_classes or 1, **overrides))
-    if num_classes == 0:
-        model.reset_classifier(0)
-    return model
+    return LookupViT(model_config(ours, num_classes=num_classes, **overrides))  # num_classes=0: Identity heads, pooled features
 
 
 def _create(name: str, pretrained: bool = False, **kwargs) -> LookupViT:

@@ -76,8 +76,9 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         self.img_size = as_grid(self.img_size, "img_size")
-        for name in ("patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads"):
+        for name in ("patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
             check_count(name, getattr(self, name))
+        check_count("num_classes", self.num_classes, minimum=0)  # 0: no classifier, forward returns pooled features (timm's convention)
         check_positive_number("mlp_ratio", self.mlp_ratio)
         check_switch("qkv_bias", self.qkv_bias)
         check_switch("class_token", self.class_token)
@@ -148,6 +149,13 @@ def check_spatial_size(height: int, width: int, patch_size: int, what: str) -> N
 def init_position_embedding(num_tokens: int, dim: int) -> torch.nn.Parameter:
     """Learned position embedding, normal with std 1/sqrt(dim) as in big_vision."""
     return torch.nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)
+
+
+def classifier_head(dim: int, num_classes: int) -> torch.nn.Module:
+    """A freshly initialised linear classifier, or Identity for num_classes=0 (the pooled features are the output)."""
+    if num_classes == 0:
+        return torch.nn.Identity()
+    return Linear(dim, num_classes).apply(init_weights)
 
 
 OPTION_DEFAULTS = {"class_token": False, "mlp_activation": "gelu"}  # ViTConfig options not every architecture implements
@@ -252,9 +260,10 @@ class SingleHeadClassifier(PatchModel):
         return {"pos_embed", "cls_token"} if self.cls_token is not None else {"pos_embed"}
 
     def reset_classifier(self, num_classes: int) -> None:
+        """A new head for `num_classes`; 0 makes it Identity, so forward returns the pooled features (B, D)."""
+        check_count("num_classes", num_classes, minimum=0)
         self.config.num_classes = num_classes
-        self.head = Linear(self.num_features, num_classes)
-        self.head.apply(init_weights)
+        self.head = classifier_head(self.num_features, num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_features(images).logits

@@ -14,14 +14,13 @@ from torch import Tensor, nn
 from ..layers import (
     BidirectionalCrossAttention,
     DropPath,
-    Linear,
     Mlp,
     ViTBlock,
     drop_path_rates,
     init_weights,
     resize_tokens,
 )
-from .common import PatchModel, ViTConfig, as_grid, check_count, check_positive_number, check_switch, init_position_embedding
+from .common import PatchModel, ViTConfig, as_grid, check_count, check_positive_number, check_switch, classifier_head, init_position_embedding
 from .intermediates import LookupIntermediates
 
 HEAD_CHOICES = ("average", "compressed", "lookup")
@@ -160,10 +159,10 @@ class LookupViT(LookupIntermediates, PatchModel):
             blocks = [ViTBlock(dim, config.num_heads, config.mlp_ratio, config.qkv_bias, rate, config.mlp_activation) for rate in rates]
         self.blocks = nn.ModuleList(blocks)
         self.norm_compressed = nn.LayerNorm(dim, eps=1e-6)
-        self.head_compressed = Linear(dim, config.num_classes)
+        self.head_compressed = classifier_head(dim, config.num_classes)
         if config.use_lookup_tokens:
             self.norm_lookup = nn.LayerNorm(dim, eps=1e-6)
-            self.head_lookup = Linear(dim, config.num_classes)
+            self.head_lookup = classifier_head(dim, config.num_classes)
         self.apply(init_weights)
 
     # timm's model API (lookupvit.timm registers the variants with timm)
@@ -189,14 +188,9 @@ class LookupViT(LookupIntermediates, PatchModel):
         if global_pool not in (None, "avg"):
             raise ValueError(f"LookupViT's heads average-pool: global_pool must be 'avg' or None, not {global_pool!r}")
         self.config.num_classes = num_classes
-        self.head_compressed = self.new_head(num_classes)
+        self.head_compressed = classifier_head(self.num_features, num_classes)
         if self.config.use_lookup_tokens:
-            self.head_lookup = self.new_head(num_classes)
-
-    def new_head(self, num_classes: int) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        return Linear(self.num_features, num_classes).apply(init_weights)
+            self.head_lookup = classifier_head(self.num_features, num_classes)
 
     def grid_for_budget(self, gflops: float, image_size: tuple[int, int] | None = None) -> tuple[int, ...]:
         """The largest square compressed grid costing at most `gflops` per image: the dial for compute.

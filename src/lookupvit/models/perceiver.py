@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..layers import CrossAttention, DropPath, Linear, ViTBlock, drop_path_rates, init_weights
-from .common import SingleHeadClassifier, ViTConfig, check_count
+from ..layers import CrossAttention, DropPath, ViTBlock, drop_path_rates, init_weights
+from .common import SingleHeadClassifier, ViTConfig, check_count, classifier_head
 from .vit import ViTOutput
 
 
@@ -63,7 +63,7 @@ class Perceiver(SingleHeadClassifier):
             for rate in drop_path_rates(config.drop_path_rate, config.depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = Linear(dim, config.num_classes)
+        self.head = classifier_head(dim, config.num_classes)
         self.apply(init_weights)
         # Normal with std 0.02; init_weights touches only linears, convolutions and norms.
         self.latents = nn.Parameter(torch.randn(config.num_latents, dim) * 0.02)

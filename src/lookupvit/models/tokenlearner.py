@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Linear, ViTBlock, drop_path_rates, init_weights
-from .common import SingleHeadClassifier, ViTConfig, check_count, check_fraction
+from .common import SingleHeadClassifier, ViTConfig, check_count, check_fraction, classifier_head
 from .vit import ViTOutput
 
 
@@ -77,7 +77,7 @@ class TokenLearnerViT(SingleHeadClassifier):
         )
         self.token_learner = TokenLearner(dim, config.num_learned_tokens, hidden_dim=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = Linear(dim, config.num_classes)
+        self.head = classifier_head(dim, config.num_classes)
         self.apply(init_weights)
 
     def forward_features(self, images: Tensor) -> ViTOutput:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..layers import Linear, ViTBlock, drop_path_rates, init_weights
-from .common import SingleHeadClassifier, ViTConfig
+from ..layers import ViTBlock, drop_path_rates, init_weights
+from .common import SingleHeadClassifier, ViTConfig, classifier_head
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ViT(SingleHeadClassifier):
             for rate in drop_path_rates(config.drop_path_rate, config.depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = Linear(dim, config.num_classes)
+        self.head = classifier_head(dim, config.num_classes)
         self.apply(init_weights)
 
     def forward_features(self, images: Tensor) -> ViTOutput:
