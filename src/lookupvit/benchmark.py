@@ -97,11 +97,7 @@ class Contender:
 
 
 def timm_vit(size: str, image_size: int) -> nn.Module | None:
-    """timm's ViT of the same size with a GAP head, or None when timm cannot be imported.
-
-    timm imports torchvision, and installing that here would replace the pinned CPU torch with a CUDA
-    build, so on the project's CPU machines this is usually None; the bench says so.
-    """
+    """timm's ViT of the same size with a GAP head, or None when timm (an optional extra) cannot be imported; the bench says so."""
     try:
         import timm
     except Exception:  # ImportError, or torchvision failing inside timm's import
