@@ -152,10 +152,10 @@ def init_position_embedding(num_tokens: int, dim: int) -> torch.nn.Parameter:
 
 
 def classifier_head(dim: int, num_classes: int) -> torch.nn.Module:
-    """A freshly initialised linear classifier, or Identity for num_classes=0 (the pooled features are the output)."""
+    """A linear classifier (the model's init_weights initialises it), or Identity for num_classes=0: the pooled features are the output."""
     if num_classes == 0:
         return torch.nn.Identity()
-    return Linear(dim, num_classes).apply(init_weights)
+    return Linear(dim, num_classes)
 
 
 OPTION_DEFAULTS = {"class_token": False, "mlp_activation": "gelu"}  # ViTConfig options not every architecture implements
@@ -263,7 +263,7 @@ class SingleHeadClassifier(PatchModel):
         """A new head for `num_classes`; 0 makes it Identity, so forward returns the pooled features (B, D)."""
         check_count("num_classes", num_classes, minimum=0)
         self.config.num_classes = num_classes
-        self.head = classifier_head(self.num_features, num_classes)
+        self.head = classifier_head(self.num_features, num_classes).apply(init_weights)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_features(images).logits

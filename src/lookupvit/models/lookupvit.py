@@ -188,9 +188,9 @@ class LookupViT(LookupIntermediates, PatchModel):
         if global_pool not in (None, "avg"):
             raise ValueError(f"LookupViT's heads average-pool: global_pool must be 'avg' or None, not {global_pool!r}")
         self.config.num_classes = num_classes
-        self.head_compressed = classifier_head(self.num_features, num_classes)
+        self.head_compressed = classifier_head(self.num_features, num_classes).apply(init_weights)
         if self.config.use_lookup_tokens:
-            self.head_lookup = classifier_head(self.num_features, num_classes)
+            self.head_lookup = classifier_head(self.num_features, num_classes).apply(init_weights)
 
     def grid_for_budget(self, gflops: float, image_size: tuple[int, int] | None = None) -> tuple[int, ...]:
         """The largest square compressed grid costing at most `gflops` per image: the dial for compute.
