@@ -186,8 +186,12 @@ def test_config_errors_are_clear():
         CaptionTrainConfig(encoder="e.safetensors")
     with pytest.raises(ValueError, match="not both"):
         CaptionTrainConfig(encoder="e.safetensors", data="root", train_captions="c.json")
-    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+    with pytest.raises(ValueError, match=r"batch_size must be a whole number >= 1, got 0 \(int\)"):
         CaptionTrainConfig(encoder="e.safetensors", data="root", batch_size=0)
+    with pytest.raises(ValueError, match=r"min_lr_ratio must be a probability in \[0, 1\], got 2"):
+        CaptionTrainConfig(encoder="e.safetensors", data="root", min_lr_ratio=2)
+    with pytest.raises(ValueError, match=r"lr must be a number > 0, got nan"):
+        CaptionTrainConfig(encoder="e.safetensors", data="root", lr=float("nan"))
     with pytest.raises(ValueError, match="decoder must be one of"):
         CaptionTrainConfig(encoder="e.safetensors", data="root", decoder="huge")
 

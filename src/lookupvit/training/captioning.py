@@ -54,6 +54,7 @@ from ..models.video import VideoInput
 from ..models.vit import ViT
 from ..runtime import configure_threads, pick_device
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .config import NON_NEGATIVE, POSITIVE, PROBABILITY, check_value, optional_whole_number, whole_number
 from .engine import lr_factor
 from .report import load_trained
 
@@ -121,20 +122,14 @@ class CaptionTrainConfig:
             raise ValueError("caption data missing: set data=ROOT (a layout-task root) or all of train_captions, train_images, val_captions, val_images")
 
     def check_numbers(self) -> None:
-        whole = {"max_length": 2, "min_word_count": 1, "epochs": 1, "batch_size": 1, "seed": 0, "threads": 0}
-        for name, minimum in whole.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1):
-            raise ValueError(f"image_size must be a positive whole number or None, got {self.image_size!r}")
-        numbers = {"lr": (0, False), "weight_decay": (0, True), "warmup_epochs": (0, True), "clip_grad_norm": (0, True)}
-        for name, (minimum, inclusive) in numbers.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
-                raise ValueError(f"{name} must be a number {'>=' if inclusive else '>'} {minimum}, got {value!r}")
-        if isinstance(self.min_lr_ratio, bool) or not isinstance(self.min_lr_ratio, (int, float)) or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be a number in [0, 1], got {self.min_lr_ratio!r}")
+        """Each number against the same checks (and messages) as TrainConfig's fields."""
+        checks = {
+            "max_length": whole_number(2), "min_word_count": whole_number(1), "epochs": whole_number(1), "batch_size": whole_number(1),
+            "seed": whole_number(0), "threads": whole_number(0), "image_size": optional_whole_number(1),
+            "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE, "clip_grad_norm": NON_NEGATIVE, "min_lr_ratio": PROBABILITY,
+        }  # fmt: skip
+        for name, check in checks.items():
+            check_value(name, getattr(self, name), check)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples as lists, as a checkpoint holds them
