@@ -235,6 +235,9 @@ def write_captioning_report(out: Path, budget: CaptionBudget) -> Path:
         "",
         *example_table(results),
         "",
+        f"Written by `lookupvit caption run --budget {json.loads((out / 'budget.json').read_text())['budget']}` on "
+        f"{next(iter(results.values()))['hardware']['processor']} ({next(iter(results.values()))['hardware']['cpu_count']} cores).",
+        "",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
