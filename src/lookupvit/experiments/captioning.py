@@ -24,7 +24,7 @@ from ..runtime import pick_device
 from ..training.captioning import CaptionTrainConfig, evaluate_captioner, load_captioner, train_captioner
 from ..training.config import TrainConfig
 from ..training.engine import train
-from .results import claim_folder, main_job_recipe, run_each
+from .results import claim_folder, main_job_recipe, run_each, written_by
 
 CANVAS = 56
 LOOKUP_MODEL, VIT_MODEL = "lookupvit_nano4", "vit_nano4"
@@ -235,8 +235,7 @@ def write_captioning_report(out: Path, budget: CaptionBudget) -> Path:
         "",
         *example_table(results),
         "",
-        f"Written by `lookupvit caption run --budget {json.loads((out / 'budget.json').read_text())['budget']}` on "
-        f"{next(iter(results.values()))['hardware']['processor']} ({next(iter(results.values()))['hardware']['cpu_count']} cores).",
+        written_by(out, "lookupvit caption run", next(iter(results.values()))["hardware"]),
         "",
     ]
     path = out / "report.md"

@@ -52,3 +52,9 @@ def run_each(items: Sequence, results: Path, describe: Callable[[object], str], 
         result["hardware"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu_model(),
                              "torch": torch.__version__, "device": str(device)}  # fmt: skip
         write_json(path, result)
+
+
+def written_by(out: Path, command: str, hardware: dict) -> str:
+    """A report's last line: the command (with the folder's budget) and the machine that wrote its results."""
+    budget = json.loads((out / "budget.json").read_text())["budget"]
+    return f"Written by `{command} --budget {budget}` on {hardware['processor']} ({hardware['cpu_count']} cores), torch {hardware['torch']}."

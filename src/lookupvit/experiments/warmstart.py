@@ -30,7 +30,7 @@ from ..training.config import TrainConfig
 from ..training.data import load_datasets
 from ..training.engine import train
 from ..training.report import load_trained
-from .results import claim_folder, main_job_recipe, run_each
+from .results import claim_folder, main_job_recipe, run_each, written_by
 
 SOURCE_MODEL, TARGET_MODEL = "vit_nano4", "lookupvit_nano4"
 EVAL_GRIDS = [1, 2, 3, 4, 5, 6, 7]
@@ -211,8 +211,7 @@ def write_warmstart_report(out: Path, budget: WarmStartBudget, runs: list[WarmSt
         "",
         "![loss curves and accuracy by grid](warmstart.png)",
         "",
-        f"Written by `lookupvit warmstart --budget {json.loads((out / 'budget.json').read_text())['budget']}` "
-        f"on {source['hardware']['processor']} ({source['hardware']['cpu_count']} cores), torch {source['hardware']['torch']}.",
+        written_by(out, "lookupvit warmstart", source["hardware"]),
         "",
     ]
     path = out / "report.md"
