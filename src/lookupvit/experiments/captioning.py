@@ -14,7 +14,6 @@ is known, and a rerun skips what is done.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..runtime import pick_device
 from ..training.captioning import CaptionTrainConfig, evaluate_captioner, load_captioner, train_captioner
 from ..training.config import TrainConfig
 from ..training.engine import train
-from .results import claim_folder, main_job_recipe, run_each, written_by
+from .results import main_job_recipe, open_suite, run_each, written_by
 
 CANVAS = 56
 LOOKUP_MODEL, VIT_MODEL = "lookupvit_nano4", "vit_nano4"
@@ -121,11 +120,7 @@ def train_and_score(setting: CaptionSetting, budget: CaptionBudget, out: Path, d
 
 def run_captioning(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0) -> Path:
     """Write the layout task, train the two encoders and one decoder per setting (resumably); write out/report.md."""
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
-    budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget)}, "another budget")
+    budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
     write_layout_captions(out / "layout", train_images=budget.train_canvases, val_images=budget.val_canvases, seed=0, canvas_size=CANVAS)
     run_each(ENCODERS, out / "results", describe=lambda run: f"{run.model} on Fashion-MNIST, {budget.encoder_epochs} epochs",
              run=lambda run: train_encoder(run, budget, out, threads), device=device)  # fmt: skip

@@ -30,11 +30,10 @@ from ..data.motion import MOTION_CLASSES, write_motion_videos
 from ..data.video import MultiViewClipTransform, VideoFolderSource
 from ..evaluation.accuracy import evaluate, grid_label
 from ..models import LookupViT
-from ..runtime import pick_device
 from ..training.config import TrainConfig
 from ..training.engine import train
 from ..training.report import load_trained
-from .results import claim_folder, run_each
+from .results import open_suite, run_each
 
 CANVAS = 32  # frame side in pixels; nano4's 4x4 patches give an 8x8 spatial lookup grid
 CLIP_FRAMES = 8  # frames per clip (tubelets of 2 frames: 4 lookup steps in time)
@@ -132,11 +131,7 @@ def run_and_evaluate(run: MotionRun, budget: MotionBudget, videos: Path, out: Pa
 
 def run_motion(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0, seed: int = 0, download: bool = False) -> Path:
     """Write the motion videos (once), train and evaluate every model (resumably), write out/report.md."""
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
-    budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget), "seed": seed}, "another budget or seed")
+    budget, out, device = open_suite(BUDGETS, budget_name, out, device_name, seed=seed)
     videos = out / "videos"
     write_motion_videos(
         videos, train_per_class=budget.train_per_class, val_per_class=budget.val_per_class, seed=seed,

@@ -21,12 +21,11 @@ from ..evaluation.accuracy import evaluate
 from ..evaluation.corruptions import corrupted_test_set, plot_corruption_grid
 from ..evaluation.fewshot import extract_features, few_shot_accuracy
 from ..evaluation.robustness import corruption_results
-from ..runtime import pick_device
 from ..training.config import TrainConfig
 from ..training.data import load_datasets
 from ..training.engine import train
 from ..training.report import load_trained
-from .results import claim_folder, main_job_recipe, run_each
+from .results import main_job_recipe, open_suite, run_each
 
 BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
 TRANSFER_CLASSES = [5, 6, 7, 8, 9]  # sandal, shirt, sneaker, bag, ankle boot: never seen in training
@@ -195,11 +194,7 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
 
     `threads` is each training run's TrainConfig.threads (0: automatic).
     """
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
-    budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget)}, "another budget")
+    budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
 
     base = TrainConfig(classes=BACKBONE_CLASSES, test_subset=budget.test_subset)
     _, test_set = load_datasets(base)

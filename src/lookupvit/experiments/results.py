@@ -3,6 +3,7 @@ per experiment as each finishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..files import atomic_write
-from ..runtime import cpu_model
+from ..runtime import cpu_model, pick_device
 from ..training.config import TrainConfig
 
 # configs/fashion-mnist.toml's augmentation: flips only (heavier augmentation costs accuracy at these budgets)
@@ -36,6 +37,17 @@ def claim_folder(out: Path, manifest: dict, what: str) -> None:
     if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(manifest)):
         raise ValueError(f"{out} holds results of {what} ({path}); use another --out folder")
     write_json(path, manifest)
+
+
+def open_suite(budgets: dict, budget_name: str, out: str | Path, device_name: str, **settings) -> tuple[object, Path, torch.device]:
+    """A suite's budget, its results folder (claimed for this budget and any other `settings`) and its device."""
+    if budget_name not in budgets:
+        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(budgets)}")
+    budget, out = budgets[budget_name], Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    what = "another budget" + "".join(f" or {name}" for name in settings)
+    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget), **settings}, what)
+    return budget, out, pick_device(device_name)
 
 
 def run_each(items: Sequence, results: Path, describe: Callable[[object], str], run: Callable[[object], dict], device: torch.device) -> None:

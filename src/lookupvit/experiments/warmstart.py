@@ -13,7 +13,6 @@ soon as it is known; a rerun skips what is done.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 from dataclasses import dataclass
@@ -25,12 +24,11 @@ from ..data.loader import dataset_batches
 from ..evaluation.accuracy import evaluate, grid_label
 from ..models.serialization import read_metadata, save_model
 from ..models.warmstart import lookupvit_from_vit, warm_start_config
-from ..runtime import pick_device
 from ..training.config import TrainConfig
 from ..training.data import load_datasets
 from ..training.engine import train
 from ..training.report import load_trained
-from .results import claim_folder, main_job_recipe, run_each, written_by
+from .results import main_job_recipe, open_suite, run_each, written_by
 
 SOURCE_MODEL, TARGET_MODEL = "vit_nano4", "lookupvit_nano4"
 EVAL_GRIDS = [1, 2, 3, 4, 5, 6, 7]
@@ -111,11 +109,7 @@ def convert_source(source_file: Path, warm_file: Path) -> None:
 
 def run_warmstart(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0) -> Path:
     """Train the source ViT, convert it, fine-tune it and the scratch LookupViTs (resumably); write out/report.md."""
-    if budget_name not in BUDGETS:
-        raise ValueError(f"unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
-    budget, out, device = BUDGETS[budget_name], Path(out), pick_device(device_name)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget)}, "another budget")
+    budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
     source = WarmStartRun("source-vit", SOURCE_MODEL, budget.source_epochs)
     warm_file = out / "warm-start.safetensors"
 
