@@ -7,6 +7,7 @@ softmaxes and residual adds on the N lookup tokens do not get faster with a fast
 
     python benchmarks/op_profile.py                         # B/16, 224 px, grid 5, batch 16, bf16 weights
     python benchmarks/op_profile.py --batch 1 --dtype float32
+    python benchmarks/op_profile.py --unpacked              # weights re-laid out at every call
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import collections
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from lookupvit.layers import pack_for_inference
 from lookupvit.models.registry import create_model
-from lookupvit.runtime import configure_threads, cpu_model
+from lookupvit.runtime import configure_threads, device_name
 
 # Dense matrix products: the work a matrix engine (AMX, tensor cores) accelerates.
 GEMM_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear", "mkldnn::_linear_pointwise",
@@ -27,23 +29,24 @@ GEMM_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matm
 COMPOSITE_OPS = {"aten::linear", "aten::matmul", "aten::convolution", "aten::_convolution", "aten::einsum", "aten::scaled_dot_product_attention"}
 
 
-def op_times(model: torch.nn.Module, images: torch.Tensor, kwargs: dict, calls: int) -> tuple[dict[str, float], dict[str, int]]:
-    """Self CPU time (us) and call count per op over `calls` forwards, after one warm-up call."""
+def op_times(model: torch.nn.Module, images: torch.Tensor, kwargs: dict, calls: int, shapes: bool = False) -> tuple[dict[str, float], dict[str, int]]:
+    """Self CPU time (us) and call count per op over `calls` forwards, after one warm-up call; with `shapes`, per op and input shapes."""
     with torch.inference_mode():
         model(images, **kwargs)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=shapes) as prof:
             for _ in range(calls):
                 model(images, **kwargs)
     times, counts = collections.Counter(), collections.Counter()
-    for event in prof.key_averages():
-        times[event.key] += event.self_cpu_time_total
-        counts[event.key] += event.count
+    for event in prof.key_averages(group_by_input_shape=shapes):
+        key = f"{event.key} {event.input_shapes}" if shapes else event.key
+        times[key] += event.self_cpu_time_total
+        counts[key] += event.count
     return dict(times), dict(counts)
 
 
 def summary(name: str, times: dict[str, float], counts: dict[str, int], calls: int, top: int) -> float:
     total = sum(times.values())
-    gemm = sum(value for key, value in times.items() if key in GEMM_OPS and key not in COMPOSITE_OPS)
+    gemm = sum(value for key, value in times.items() if key.split(" ")[0] in GEMM_OPS - COMPOSITE_OPS)
     print(f"\n{name}: {total / calls / 1000:.1f} ms per forward (profiled); GEMM share {100 * gemm / total:.0f} %, non-GEMM {100 * (1 - gemm / total):.0f} %")
     print("| op | share of time | calls per forward |")
     print("|---|---|---|")
@@ -62,16 +65,22 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--shapes", action="store_true", help="one row per op and input shapes")
+    parser.add_argument("--unpacked", action="store_true", help="skip pack_for_inference: every call re-lays out the weights, as before it existed")
     args = parser.parse_args()
     configure_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     vit = create_model(f"vit_{args.size}", img_size=args.image_size).eval().to(dtype)
     lookup = create_model(f"lookupvit_{args.size}", img_size=args.image_size).eval().to(dtype)
+    if not args.unpacked:
+        pack_for_inference(vit), pack_for_inference(lookup)
     images = torch.randn(args.batch, vit.config.in_chans, args.image_size, args.image_size)
-    print(f"cpu ({cpu_model()}), torch {torch.__version__}, {torch.get_num_threads()} threads; {args.dtype}, batch {args.batch}, {args.image_size} px")
-    vit_ms = summary(f"ViT-{args.size}", *op_times(vit, images, {}, args.calls), args.calls, args.top)
-    lookup_ms = summary(f"LookupViT-{args.size} {args.grid}x{args.grid}", *op_times(lookup, images, {"grid": args.grid}, args.calls), args.calls, args.top)
+    packing = "unpacked" if args.unpacked else "packed (pack_for_inference)"
+    print(f"cpu ({device_name(torch.device('cpu'))}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{args.dtype}, batch {args.batch}, {args.image_size} px, weights {packing}")
+    vit_ms = summary(f"ViT-{args.size}", *op_times(vit, images, {}, args.calls, args.shapes), args.calls, args.top)
+    lookup_ms = summary(f"LookupViT-{args.size} {args.grid}x{args.grid}", *op_times(lookup, images, {"grid": args.grid}, args.calls, args.shapes), args.calls, args.top)
     print(f"\nprofiled time ratio ViT / LookupViT: {vit_ms / lookup_ms:.2f}x (profiling adds overhead per op: benchmarks/precision.py times without it)")
 
 

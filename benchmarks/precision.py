@@ -18,15 +18,17 @@ import torch
 
 from lookupvit.benchmark import autocast, median_times
 from lookupvit.cli import positive_int
+from lookupvit.layers import pack_for_inference
 from lookupvit.models.registry import create_model
-from lookupvit.runtime import parse_precision, pick_device
+from lookupvit.runtime import device_name, parse_precision, pick_device
 
 PRECISIONS = ("fp32", "bf16", "bf16-weights")  # as `lookupvit bench --dtype` names them: bf16 is autocast
 
 
 def time_precisions(model: torch.nn.Module, images: torch.Tensor, grid: int | None, device: torch.device, reps: int) -> dict[str, float]:
     """Median seconds of one inference call in each precision, the three interleaved."""
-    cast_model = copy.deepcopy(model).to(torch.bfloat16)
+    cast_model = pack_for_inference(copy.deepcopy(model).to(torch.bfloat16))
+    pack_for_inference(model)
     kwargs = {"grid": grid} if grid else {}
 
     def forward(precision: str):
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    print(f"{device} ({device_name(device)}), torch {torch.__version__}, {torch.get_num_threads()} threads; weights packed for inference\n")
     print("| model | px | batch | fp32 ms | bf16 autocast ms | bf16 weights ms | autocast over fp32 | weights over fp32 | weights over autocast |")
     print("|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:

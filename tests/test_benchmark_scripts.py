@@ -47,7 +47,21 @@ def test_precision_script_times_every_precision_for_both_models(capsys):
         assert cast_over_autocast == pytest.approx(cast_over_fp32 / autocast_over_fp32, rel=0.05)  # the columns are the ratios they claim
 
 
-@pytest.mark.parametrize("script, option", [("precision", "--reps"), ("mhbc_order", "--batch"), ("linear_backends", "--rounds")])
+def test_packing_script_times_both_models_packed_and_unpacked(capsys):
+    load_script("packing").main(["--size", "nano4", "--image-size", "28", "--grid", "2", "3", "--batch", "2", "--dtype", "bfloat16", "--reps", "1"])
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines() if line.startswith("| bfloat16 |")]
+    assert [row[2] for row in rows] == ["ViT", "LookupViT 2x2", "LookupViT 3x3"]
+    vit_unpacked, vit_packed = float(rows[0][3]), float(rows[0][4])
+    for row in rows:
+        unpacked, packed = float(row[3]), float(row[4])
+        assert unpacked > 0 and packed > 0
+        speedup, over_vit_unpacked, over_vit_packed = (float(cell.rstrip("x")) for cell in row[5:8])
+        assert speedup == pytest.approx(unpacked / packed, rel=0.05, abs=0.01)  # the columns are the ratios they claim
+        assert over_vit_packed == pytest.approx(vit_packed / packed, rel=0.05, abs=0.01)
+        assert over_vit_unpacked == pytest.approx(vit_unpacked / unpacked, rel=0.05, abs=0.01)
+
+
+@pytest.mark.parametrize("script, option", [("precision", "--reps"), ("mhbc_order", "--batch"), ("linear_backends", "--rounds"), ("packing", "--reps")])
 def test_benchmark_scripts_refuse_a_count_below_one(script, option, capsys):
     with pytest.raises(SystemExit):
         load_script(script).main([option, "0"])

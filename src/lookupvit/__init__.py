@@ -16,6 +16,7 @@ from .models import (
     ViViT,
     ViViTConfig,
 )
+from .layers import pack_for_inference
 from .models.budget import grid_for_gflops, grid_for_milliseconds
 from .models.flops import analytic_flops, measured_flops
 from .models.registry import build_model, create_model, list_models, model_config
@@ -49,6 +50,7 @@ __all__ = [
     "load_weights",
     "measured_flops",
     "model_config",
+    "pack_for_inference",
     "save_model",
     "save_pretrained",
 ]

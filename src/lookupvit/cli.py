@@ -17,7 +17,8 @@ from .evaluation.accuracy import grid_label
 from .models import LookupViT, LookupViTConfig
 from .models.flops import TABLE_4_TOLERANCE, analytic_flops, measured_flops, table_4_rows
 from .models.registry import list_models, model_config
-from .runtime import configure_threads, parse_precision, pick_device
+from .layers import pack_for_inference
+from .runtime import configure_threads, device_name, parse_precision, pick_device
 
 # Paper Table 1: GFLOPs (2 x MACs) at 224 px.
 TABLE_1 = {
@@ -145,7 +146,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     dtypes = [dtype for dtype, cast_weights in precisions if not cast_weights]  # one trains under autocast, not in a cast model
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"device: {device} ({device_name(device)}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     peaks = {dtype: benchmark.gemm_peak(device, dtype) for dtype, _ in precisions}
     for dtype, peak in peaks.items():
         print(f"GEMM peak ({str(dtype).removeprefix('torch.')}, 2048^3): {peak / 1e9:.0f} GFLOP/s")
@@ -287,6 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     dtype, cast_weights = parse_precision(args.dtype)
     if cast_weights:
         model.to(dtype)
+    pack_for_inference(model)
     batches = evaluation_batches(args, model, normalization, classes)
     grids = [model_grid(grid, model.config) for grid in args.grid or [None]]
     rows = evaluate(model, batches, grids, device, amp=dtype == torch.bfloat16 and not cast_weights)
@@ -396,6 +398,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     device = pick_device(args.device)
     model, normalization, classes = load_trained(args.model, device)
+    pack_for_inference(model)
     images = normalization(_load_image(args.image, model)[None].to(device))
     grid = args.grid
     if args.budget_gflops is not None or args.budget_ms is not None:

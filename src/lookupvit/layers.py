@@ -80,51 +80,122 @@ def resize_tokens(tokens: Tensor, grid_in: Grid, grid_out: Grid) -> Tensor:
 # Linear layer
 # --------------------------------------------------------------------------------------------
 
-# A private op (the one Inductor emits for fp32 CPU linears): re-check these conditions and
+# A private op (the one Inductor emits for CPU linears): re-check these conditions and
 # tests/test_linear.py when upgrading torch.
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _HAS_ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported() else (torch.float32,)
+# Rows oneDNN is told to expect when packing a weight; the packed layout serves any row count.
+_PACKING_ROWS = 64
 
 
-def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether the oneDNN op computes exactly what F.linear would, gradients and all, for this call.
+def _plain_inference_call(x: Tensor) -> bool:
+    """Whether this call needs no gradient and is seen by no tracer: the only calls that may use kernels or weight
+    layouts autograd does not know about.
 
-    The op has no derivative of either kind, so any autograd (reverse or forward mode, torch.func
-    transforms) must see F.linear; so must tracers, export, FX proxies and dispatch modes (e.g. FLOP
-    counters), which would otherwise record a private op or nothing at all.
+    Any autograd (reverse or forward mode, torch.func transforms) must see the plain ops; so must tracers,
+    export, FX proxies and dispatch modes (e.g. FLOP counters), which would otherwise record a private op or
+    nothing at all.
     """
     return (
-        _HAS_ONEDNN_LINEAR
-        and type(x) is Tensor  # not an FX proxy or a tensor subclass
+        type(x) is Tensor  # not an FX proxy or a tensor subclass
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and not torch.is_grad_enabled()
         and torch.autograd.forward_ad._current_level < 0  # no forward-mode AD level open
         and torch._C._functorch.peek_interpreter_stack() is None  # no torch.func transform active
         and _get_current_dispatch_mode() is None
+    )
+
+
+def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether the oneDNN op computes exactly what F.linear would for this call (it has no derivative of either kind)."""
+    return (
+        _HAS_ONEDNN_LINEAR
+        and _plain_inference_call(x)
         and torch.backends.mkldnn.enabled  # the user's switch turns this path off with the rest of oneDNN
         and x.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
+        and x.dtype == weight.dtype
+        and x.dtype in _ONEDNN_DTYPES
         and x.dim() >= 2
         and x.shape[-1] == weight.shape[1]  # a mismatch gets F.linear's clear shape error, not oneDNN's
         and not torch.is_autocast_enabled("cpu")  # autocast casts to bf16, and F.linear runs that on oneDNN already
     )
 
 
+def _weight_stamp(weight: Tensor) -> tuple:
+    """What identifies a parameter's current values: a re-layout made from them is valid while this is unchanged.
+
+    In-place updates (optimizer steps, load_state_dict, copy_ under no_grad) bump the version counter; `.to()`
+    and `.data = ...` move the storage. Edits through `.data` do neither, so pack_for_inference must be called
+    again after them.
+    """
+    version = None if weight.is_inference() else weight._version
+    return (weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape))
+
+
+class _DerivedWeight:
+    """A tensor computed from a parameter for inference kernels, valid while the parameter is unchanged."""
+
+    def __init__(self, weight: Tensor, derived: Tensor):
+        self.stamp = _weight_stamp(weight)
+        self.derived = derived
+
+    def valid_for(self, weight: Tensor) -> bool:
+        return self.stamp == _weight_stamp(weight)
+
+    def __reduce__(self):
+        # A deep copy or pickle of the module gets no derived weight (oneDNN's packed tensors have no storage to
+        # copy, and the copy's parameters live elsewhere anyway): it runs unpacked until packed itself.
+        return (type(None), ())
+
+
+def _derived_weight(cache: _DerivedWeight | None, weight: Tensor) -> Tensor | None:
+    return cache.derived if cache is not None and cache.valid_for(weight) else None
+
+
 class Linear(nn.Linear):
-    """nn.Linear whose fp32 CPU inference runs on oneDNN instead of the default BLAS.
+    """nn.Linear whose fp32 and bf16 CPU inference runs on oneDNN instead of the default BLAS.
 
     PyTorch sends fp32 CPU matmuls to MKL. On the AMD EPYC machines this project is measured on,
     MKL reaches 56-172 GFLOP/s on B/16's shapes and oneDNN 87-207 (`benchmarks/linear_backends.py`);
-    the gap is widest for LookupViT's few-row compressed-token GEMMs at small batch. Same weights,
-    same parameters, outputs equal to F.linear within fp32 rounding; every other case is F.linear.
-    Tools that match modules by exact type, such as `quantize_dynamic(model, {nn.Linear})`, need
-    this class named too.
+    the gap is widest for LookupViT's few-row compressed-token GEMMs at small batch. In bf16 the oneDNN op
+    adds the bias inside the kernel, where torch's addmm first copies it into the output. Same weights,
+    same parameters, outputs equal to F.linear within rounding; every other case is F.linear.
+
+    After `pack_for_inference`, the weight is also kept in oneDNN's blocked layout, so no call re-lays it out
+    (a bf16 weight must be, for AMX and AVX-512 bf16 kernels). Tools that match modules by exact type, such
+    as `quantize_dynamic(model, {nn.Linear})`, need this class named too.
     """
+
+    _packed: _DerivedWeight | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         if _onednn_linear_applies(x, self.weight):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+            weight = _derived_weight(self._packed, self.weight)
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight if weight is None else weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
+
+    def pack_weights(self) -> None:
+        """Keep a copy of the weight in oneDNN's blocked layout for inference (see pack_for_inference)."""
+        self._packed = None
+        if _HAS_ONEDNN_LINEAR and self.weight.device.type == "cpu" and self.weight.dtype in _ONEDNN_DTYPES:
+            with torch.no_grad():
+                self._packed = _DerivedWeight(self.weight, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), _PACKING_ROWS))
+
+
+def pack_for_inference(model: nn.Module) -> nn.Module:
+    """Lay out every weight of `model` as its CPU inference kernels read it, once, instead of at every call.
+
+    For a model cast to bf16 this removes a re-layout of every weight per call, which at batch 1 is a large
+    part of the time (docs/matrix-engines-2026-12-02.md). Costs a second copy of the weights in memory. Training and
+    any call that needs gradients, tracing or compiling ignore the packed copies, and a packed copy is
+    dropped from use as soon as its parameter changes in place or moves; after editing weights through
+    `.data`, call this again. Returns `model` (packed in place).
+    """
+    for module in model.modules():
+        if isinstance(module, (Linear, BidirectionalCrossAttention)):
+            module.pack_weights()
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +293,7 @@ class BidirectionalCrossAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.reassociate: bool | None = None
+        self._infuse_by_head: _DerivedWeight | None = None
         # l->p
         self.query = Linear(dim, dim, bias=qkv_bias)
         self.key_value = Linear(dim, 2 * dim, bias=qkv_bias)  # one GEMM over the N lookup tokens
@@ -253,8 +325,9 @@ class BidirectionalCrossAttention(nn.Module):
         # q_h . b_k,h to a whole row of scores, which the softmax ignores, so it is left out.
         queries = torch.einsum("bmhe,hed->bhmd", q.view(batch, num_compressed, heads, head_dim), key_weight)
         lookup_cast = lookup.to(queries.dtype)  # under autocast, one cast of the N tokens for both products
-        attention = torch.softmax(queries.flatten(1, 2) @ lookup_cast.transpose(1, 2), dim=-1)  # (B, h M, N)
-        mixed = (attention @ lookup_cast).view(batch, heads, num_compressed, dim)  # A_h x, (B, h, M, D)
+        # bmm, not @: matmul copies the transposed lookup tokens first.
+        attention = torch.softmax(torch.bmm(queries.flatten(1, 2), lookup_cast.transpose(1, 2)), dim=-1)  # (B, h M, N)
+        mixed = torch.bmm(attention, lookup_cast).view(batch, heads, num_compressed, dim)  # A_h x, (B, h, M, D)
         values = torch.einsum("bhmd,hed->bmhe", mixed, value_weight).reshape(batch, num_compressed, dim)
         if self.key_value.bias is not None:
             values = values + self.key_value.bias[dim:]  # rows of A sum to 1: the value bias passes through
@@ -269,10 +342,28 @@ class BidirectionalCrossAttention(nn.Module):
             return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ _split_heads(v, heads)))
         # Each head's values through its slice of the output projection, (B, h M, D), then one
         # product with A^T sums the heads: no (B, h, N, d) tensor and no head merge on N tokens.
-        projected = torch.einsum("bmhe,dhe->bhmd", v.view(batch, num_compressed, heads, head_dim), self.infuse_proj.weight.view(dim, heads, head_dim))
+        projected = torch.bmm(v.view(batch * num_compressed, heads, head_dim).transpose(0, 1), self._infuse_weight_by_head(v))  # (h, B M, D)
+        projected = projected.view(heads, batch, num_compressed, dim).transpose(0, 1)
         # The bias enters the product (baddbmm), so no separate pass over the (B, N, D) output; under
         # autocast it is then added in bf16, as the paper-order path's Linear does.
-        return torch.baddbmm(self.infuse_proj.bias, attention.flatten(1, 2).transpose(1, 2), projected.flatten(1, 2))
+        return torch.baddbmm(self.infuse_proj.bias, attention.flatten(1, 2).transpose(1, 2), projected.reshape(batch, heads * num_compressed, dim))
+
+    def _infuse_weight_by_head(self, values: Tensor) -> Tensor:
+        """The p->l output projection as (h, d, D): per head, the slice of the (D, h d) weight that head's values multiply.
+
+        A strided view, which the product copies to head-major order at every call in bf16; after
+        pack_weights, inference calls read a head-major copy made once.
+        """
+        weight = self.infuse_proj.weight
+        by_head = _derived_weight(self._infuse_by_head, weight) if _plain_inference_call(values) else None
+        return weight.view(weight.shape[0], self.num_heads, -1).permute(1, 2, 0) if by_head is None else by_head
+
+    def pack_weights(self) -> None:
+        """Keep a head-major copy of the p->l output projection for inference (see pack_for_inference)."""
+        self._infuse_by_head = None
+        if hasattr(self, "infuse_proj"):
+            weight = self.infuse_proj.weight.detach()
+            self._infuse_by_head = _DerivedWeight(weight, weight.view(weight.shape[0], self.num_heads, -1).permute(1, 2, 0).contiguous())
 
 
 class CrossAttention(nn.Module):
