@@ -14,10 +14,10 @@ import torch
 
 from . import benchmark
 from .evaluation.accuracy import grid_label
+from .layers import pack_for_inference
 from .models import LookupViT, LookupViTConfig
 from .models.flops import TABLE_4_TOLERANCE, analytic_flops, measured_flops, table_4_rows
 from .models.registry import list_models, model_config
-from .layers import pack_for_inference
 from .runtime import configure_threads, device_name, parse_precision, pick_device
 
 # Paper Table 1: GFLOPs (2 x MACs) at 224 px.

@@ -83,7 +83,8 @@ def resize_tokens(tokens: Tensor, grid_in: Grid, grid_out: Grid) -> Tensor:
 # A private op (the one Inductor emits for CPU linears): re-check these conditions and
 # tests/test_linear.py when upgrading torch.
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _HAS_ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported() else (torch.float32,)
+_HAS_ONEDNN_BF16 = _HAS_ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _HAS_ONEDNN_BF16 else (torch.float32,)
 # Rows oneDNN is told to expect when packing a weight; the packed layout serves any row count.
 _PACKING_ROWS = 64
 
@@ -180,7 +181,8 @@ class Linear(nn.Linear):
         self._packed = None
         if _HAS_ONEDNN_LINEAR and self.weight.device.type == "cpu" and self.weight.dtype in _ONEDNN_DTYPES:
             with torch.no_grad():
-                self._packed = _DerivedWeight(self.weight, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), _PACKING_ROWS))
+                packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), _PACKING_ROWS)
+                self._packed = _DerivedWeight(self.weight, packed)
 
 
 def pack_for_inference(model: nn.Module) -> nn.Module:
@@ -342,11 +344,12 @@ class BidirectionalCrossAttention(nn.Module):
             return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ _split_heads(v, heads)))
         # Each head's values through its slice of the output projection, (B, h M, D), then one
         # product with A^T sums the heads: no (B, h, N, d) tensor and no head merge on N tokens.
-        projected = torch.bmm(v.view(batch * num_compressed, heads, head_dim).transpose(0, 1), self._infuse_weight_by_head(v))  # (h, B M, D)
-        projected = projected.view(heads, batch, num_compressed, dim).transpose(0, 1)
+        values_by_head = v.view(batch * num_compressed, heads, head_dim).transpose(0, 1)  # (h, B M, d)
+        projected = torch.bmm(values_by_head, self._infuse_weight_by_head(v)).view(heads, batch, num_compressed, dim)
+        projected = projected.transpose(0, 1).reshape(batch, heads * num_compressed, dim)  # a copy only when B > 1
         # The bias enters the product (baddbmm), so no separate pass over the (B, N, D) output; under
         # autocast it is then added in bf16, as the paper-order path's Linear does.
-        return torch.baddbmm(self.infuse_proj.bias, attention.flatten(1, 2).transpose(1, 2), projected.reshape(batch, heads * num_compressed, dim))
+        return torch.baddbmm(self.infuse_proj.bias, attention.flatten(1, 2).transpose(1, 2), projected)
 
     def _infuse_weight_by_head(self, values: Tensor) -> Tensor:
         """The p->l output projection as (h, d, D): per head, the slice of the (D, h d) weight that head's values multiply.
@@ -363,7 +366,8 @@ class BidirectionalCrossAttention(nn.Module):
         self._infuse_by_head = None
         if hasattr(self, "infuse_proj"):
             weight = self.infuse_proj.weight.detach()
-            self._infuse_by_head = _DerivedWeight(weight, weight.view(weight.shape[0], self.num_heads, -1).permute(1, 2, 0).contiguous())
+            by_head = weight.view(weight.shape[0], self.num_heads, -1).permute(1, 2, 0).contiguous()
+            self._infuse_by_head = _DerivedWeight(weight, by_head)
 
 
 class CrossAttention(nn.Module):
