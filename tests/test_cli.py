@@ -217,3 +217,14 @@ def test_predict_chooses_the_grid_for_a_budget(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", str(image_path), "--model", model, "--grid", "3", "--budget-ms", "5"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_one_number_is_a_grid_in_every_dimension_and_a_short_grid_is_refused(capsys):
+    """"3" is 3x3 for an image model and 3x3x3 for a video model; "3x3" names only two of a video grid's three sizes."""
+    assert main(["flops", "--model", "lookupvit_nano4", "lookupvivit_nano4", "--grid", "3", "2x2x2"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| lookupvi")]
+    shown = {(row.split("|")[1].strip(), row.split("|")[3].strip()) for row in rows}
+    assert {("lookupvit_nano4", "3x3"), ("lookupvivit_nano4", "3x3x3"), ("lookupvivit_nano4", "2x2x2")} <= shown
+    assert any("has 3 sizes, but this model's token grid has 2 (h, w)" in row for row in rows)  # 2x2x2 for the image model
+    assert main(["flops", "--model", "lookupvivit_nano4", "--grid", "3x3"]) == 0
+    assert "has 2 sizes, but this model's token grid has 3 (t, h, w)" in capsys.readouterr().out

@@ -66,3 +66,39 @@ def test_the_paper_budget_runs_the_papers_token_regime():
     ablation = found["no-lookup-tokens"]
     assert ablation.model_args == {"compressed_grid": 5, "use_lookup_tokens": False} and ablation.grids == (5,)
     assert found["perceiver"].model_args == {"num_latents": 25}
+
+
+def test_the_paper_budget_learns_all_ten_classes_and_transfers_to_digits():
+    from lookupvit.experiments.reproduce import train_config, transfer_sets
+
+    budget = BUDGETS["paper"]
+    config = train_config(experiments(budget)[0], budget, reproduce_module.Path("/runs"))
+    assert config.classes is None  # all ten Fashion-MNIST classes
+    pool, test = transfer_sets(budget)
+    assert (len(pool), len(test)) == (1000, 797) and pool.classes == test.classes == tuple("0123456789")
+    assert pool.images.shape[1:] == (1, 28, 28) and pool.images.dtype == reproduce_module.torch.uint8
+    assert min(reproduce_module.torch.bincount(pool.labels, minlength=10)) >= 25  # enough for 25 shots of every digit
+    pooled = {bytes(image.numpy()) for image in pool.images}
+    assert not any(bytes(image.numpy()) in pooled for image in test.images)  # no image is both a shot and a test item
+
+
+def test_paper_quick_runs_the_ten_class_suite_with_digit_transfer(tmp_path):
+    report = reproduce("paper-quick", tmp_path, "cpu")
+    result = json.loads((tmp_path / "results" / "lookupvit-seed0.json").read_text())
+    assert [row["grid"] for row in result["eval"]] == [[g, g] for g in range(1, 15)]
+    assert set(result["few_shot"]) == {"5", "7", "10"} and set(result["robustness"]) == {"5", "7", "10"}
+    assert json.loads((tmp_path / "runs" / "vit-seed0" / "config.json").read_text())["classes"] is None  # all ten classes
+    text = report.read_text()
+    assert "## 5. Few-shot transfer to handwritten digits" in text and "of all ten classes" in text
+
+
+def test_held_out_class_transfer_is_refused_for_backbones_that_saw_those_classes():
+    import dataclasses
+
+    from lookupvit.experiments.reproduce import transfer_sets
+
+    ten_classes = dataclasses.replace(BUDGETS["full"], classes=None)
+    with pytest.raises(ValueError, match="never saw classes"):
+        transfer_sets(ten_classes)
+    with pytest.raises(ValueError, match="unknown transfer set"):
+        transfer_sets(dataclasses.replace(BUDGETS["full"], transfer="cifar"))

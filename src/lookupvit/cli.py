@@ -28,24 +28,27 @@ TABLE_1 = {
 
 
 def parse_grid(text: str) -> tuple[int, ...]:
-    """"5" -> (5, 5); "4x6" -> (4, 6); a video model's (t, h, w): "8x9x9" -> (8, 9, 9)."""
+    """"5" -> (5,): one size for every dimension of the model's grid; "4x6" -> (4, 6); a video model's (t, h, w): "8x9x9"."""
     try:
         parts = [int(part) for part in text.lower().split("x")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"grid must look like 5, 4x6 or (video) 8x9x9, got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) not in (2, 3) or min(parts) < 1:
+    if len(parts) > 3 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"grid must look like 5, 4x6 or (video) 8x9x9 with positive sizes, got {text!r}")
     return tuple(parts)
 
 
-def model_grid(grid: tuple[int, ...] | None, config) -> tuple[int, ...] | None:
-    """A square grid typed as one number ("5" -> (5, 5)) means 5 in every dimension of a video model's (t, h, w) too."""
-    dims = len(config.patch_grid)
-    if grid is None or len(grid) == dims or len(set(grid)) != 1:
+def model_grid(grid: tuple[int, ...] | None, dims: int) -> tuple[int, ...] | None:
+    """A typed grid in a model's `dims` dimensions (2: h, w; 3: a video model's t, h, w); one number is that size in all of them."""
+    if grid is None or len(grid) == dims:
         return grid
-    return (grid[0],) * dims
+    if len(grid) == 1:
+        return grid * dims
+    axes = "t, h, w" if dims == 3 else "h, w"
+    raise ValueError(
+        f"grid {'x'.join(map(str, grid))} has {len(grid)} sizes, but this model's token grid has {dims} ({axes}); "
+        f"give {dims} sizes such as {'x'.join(['4'] * dims)}, or one number for all of them"
+    )
 
 
 def number_argument(convert: Callable[[str], float], is_allowed: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
@@ -74,8 +77,8 @@ THREADS_HELP = "torch CPU threads (default 0: automatic, the cores this process 
 
 def parse_image_size(text: str) -> tuple[int, int]:
     try:
-        size = parse_grid(text)
-    except argparse.ArgumentTypeError:
+        size = model_grid(parse_grid(text), 2)
+    except (argparse.ArgumentTypeError, ValueError):
         size = ()
     if len(size) != 2:
         raise argparse.ArgumentTypeError(f"image size must look like 224 or 224x320, got {text!r}")
@@ -125,13 +128,15 @@ def cmd_flops(args: argparse.Namespace) -> None:
         for name in args.model:
             config = model_config(name)
             sizes = args.image_size or [config.img_size]
-            grids = [model_grid(grid, config) for grid in args.grid or [None]] if isinstance(config, LookupViTConfig) else [None]
+            typed_grids = (args.grid or [None]) if isinstance(config, LookupViTConfig) else [None]
             frames = (args.frames or config.num_frames) if hasattr(config, "num_frames") else None  # images have no frames
             for size in sizes:
                 shown_input = f"{size[0]}x{size[1]}" if frames is None else f"{frames} x {size[0]}x{size[1]}"
-                for grid in grids:
-                    shown_grid = grid_label(grid or config.compressed_grid) if isinstance(config, LookupViTConfig) else "-"
+                for typed in typed_grids:
+                    shown_grid = grid_label(typed or config.compressed_grid) if isinstance(config, LookupViTConfig) else "-"
                     try:
+                        grid = model_grid(typed, len(config.patch_grid))  # a 3-D grid does not fit an image model: a row says so
+                        shown_grid = grid_label(grid or config.compressed_grid) if isinstance(config, LookupViTConfig) else "-"
                         analytic = analytic_flops(config, image_size=size, grid=grid, num_frames=frames) / 1e9
                         measured = measured_flops(config, image_size=size, grid=grid, num_frames=frames) / 1e9
                     except (TypeError, ValueError) as error:
@@ -210,7 +215,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from .models.serialization import load_model
 
     model = load_model(args.model)
-    error = export_onnx(model, args.out, grid=args.grid)
+    error = export_onnx(model, args.out, grid=model_grid(args.grid, len(model.config.patch_grid)))
     checked = "onnxruntime not installed, not checked" if error is None else f"onnxruntime matches PyTorch, max relative error {error:.1e}"
     print(f"wrote {args.out} ({checked})")
 
@@ -290,7 +295,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         model.to(dtype)
     pack_for_inference(model)
     batches = evaluation_batches(args, model, normalization, classes)
-    grids = [model_grid(grid, model.config) for grid in args.grid or [None]]
+    grids = [model_grid(grid, len(model.config.patch_grid)) for grid in args.grid or [None]]
     rows = evaluate(model, batches, grids, device, amp=dtype == torch.bfloat16 and not cast_weights)
     print(format_table(rows))
     if args.json:
@@ -400,7 +405,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model, normalization, classes = load_trained(args.model, device)
     pack_for_inference(model)
     images = normalization(_load_image(args.image, model)[None].to(device))
-    grid = args.grid
+    grid = model_grid(args.grid, len(model.config.patch_grid))
     if args.budget_gflops is not None or args.budget_ms is not None:
         grid = budget_grid(model, images, args.budget_gflops, args.budget_ms)
     with torch.no_grad():
@@ -436,7 +441,8 @@ def cmd_attention(args: argparse.Namespace) -> None:
     if not isinstance(model, LookupViT):
         raise ValueError(f"{args.model} is a {type(model).__name__}; attention maps need a LookupViT")
     pixels = torch.stack([_load_image(path, model) for path in args.image])
-    plot_attention_maps(model, normalization(pixels.to(device)), pixels.float() / 255, args.grid, args.out, [Path(p).name for p in args.image])
+    grids = [model_grid(grid, len(model.config.patch_grid)) for grid in args.grid]
+    plot_attention_maps(model, normalization(pixels.to(device)), pixels.float() / 255, grids, args.out, [Path(p).name for p in args.image])
     print(f"attention maps: {args.out}")
 
 
@@ -509,7 +515,7 @@ def cmd_caption_eval(args: argparse.Namespace) -> None:
     caption_set = caption_eval_set(args.data, args.images)
     results = [
         evaluate_captioner(captioner, caption_set, grid, args.beam, batch_size=args.batch_size, metric_tokenizer=args.tokenizer)
-        for grid in args.grid or [None]
+        for grid in [model_grid(grid, 2) for grid in args.grid or [None]]  # captioning encoders are image models
     ]
     print_caption_rows(results)
     if args.json:
@@ -520,7 +526,7 @@ def cmd_caption_predict(args: argparse.Namespace) -> None:
     from .training.captioning import caption_images, load_captioner
 
     captioner = load_captioner(args.captioner, pick_device(args.device))
-    grids = args.grid or [None]
+    grids = [model_grid(grid, 2) for grid in args.grid or [None]]  # captioning encoders are image models
     for grid in grids:
         captions = caption_images(captioner, args.image, grid, args.beam)
         label = f"grid {grid_label(grid or captioner.grid)}: " if len(grids) > 1 or args.grid else ""
@@ -730,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     attention = commands.add_parser("attention", help="draw per-layer l->p attention maps over images")
     attention.add_argument("image", nargs="+")
     attention.add_argument("--model", required=True, help="a .safetensors model file written by training")
-    attention.add_argument("--grid", nargs="+", type=parse_grid, default=[(3, 3), (5, 5)])
+    attention.add_argument("--grid", nargs="+", type=parse_grid, default=[(3,), (5,)])
     attention.add_argument("--out", default="attention.png")
     attention.add_argument("--device", default="auto")
     attention.set_defaults(func=cmd_attention)

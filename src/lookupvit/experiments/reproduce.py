@@ -1,7 +1,8 @@
 """`lookupvit reproduce`: every claim of the paper that can be tested at small scale, on real Fashion-MNIST.
 
-All models share one recipe (the main job's) and one budget. The backbones learn the first five
-Fashion-MNIST classes; the other five are held out for few-shot transfer. Each experiment writes its
+All models share one recipe (the main job's) and one budget. In the small regime the backbones learn the first
+five Fashion-MNIST classes and the other five are held out for few-shot transfer; in the paper's regime they learn
+all ten, and few-shot transfer goes to another real dataset (handwritten digits). Each experiment writes its
 own JSON under `out/results/` as soon as it is done, so an interrupted run loses at most the
 experiment in flight (and training itself resumes from its last checkpoint); a rerun skips what exists.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..data.datasets import ImageDataset
+from ..data.digits import load_digits, split_digits
 from ..data.loader import dataset_batches
 from ..evaluation.accuracy import evaluate
 from ..evaluation.corruptions import corrupted_test_set, plot_corruption_grid
@@ -27,8 +30,8 @@ from ..training.engine import train
 from ..training.report import load_trained
 from .results import main_job_recipe, open_suite, run_each
 
-BACKBONE_CLASSES = [0, 1, 2, 3, 4]  # t-shirt/top, trouser, pullover, dress, coat
-TRANSFER_CLASSES = [5, 6, 7, 8, 9]  # sandal, shirt, sneaker, bag, ankle boot: never seen in training
+FIVE_CLASSES = (0, 1, 2, 3, 4)  # t-shirt/top, trouser, pullover, dress, coat
+HELD_OUT_CLASSES = (5, 6, 7, 8, 9)  # sandal, shirt, sneaker, bag, ankle boot: never seen by five-class backbones
 
 
 @dataclass(frozen=True)
@@ -57,23 +60,29 @@ PAPER_REGIME = Regime("nano2", 14, (3, 4, 5, 6, 7, 8, 9, 10), 5, (3, 5, 7, 10), 
 @dataclass(frozen=True)
 class Budget:
     epochs: int
-    train_subset: int | None  # None: all 30,000 training images of the backbone classes
+    train_subset: int | None  # None: all training images of the backbone classes
     test_subset: int | None
     robustness_images: int  # clean test images behind the 15 x 5 corrupted sets
     seeds: tuple[int, ...]  # seeds of ViT and of the multi-resolution LookupViT (run-to-run spread)
     shots: tuple[int, ...]
     draws: int
-    probe_pool_images: int  # random training images of the held-out classes to draw shots from
+    probe_pool_images: int  # random images of the transfer set to draw shots from
     probe_test_images: int | None
     regime: Regime = SMALL_REGIME
+    classes: tuple[int, ...] | None = FIVE_CLASSES  # the backbones' Fashion-MNIST classes (None: all ten)
+    # few-shot target: "held-out-classes" (the Fashion-MNIST classes the backbones never saw) or "digits"
+    transfer: str = "held-out-classes"
 
 
 BUDGETS = {
     "quick": Budget(epochs=1, train_subset=512, test_subset=256, robustness_images=32, seeds=(0,), shots=(1, 5), draws=2, probe_pool_images=200, probe_test_images=200),
     "full": Budget(epochs=3, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5, probe_pool_images=2000, probe_test_images=None),
-    # The paper's token regime; hours of CPU, meant to be run as several invocations (each result is kept as it finishes).
-    "paper": Budget(epochs=6, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5, probe_pool_images=2000, probe_test_images=None, regime=PAPER_REGIME),
-    "paper-quick": Budget(epochs=1, train_subset=256, test_subset=128, robustness_images=16, seeds=(0,), shots=(1,), draws=1, probe_pool_images=100, probe_test_images=100, regime=PAPER_REGIME),
+    # The paper's token regime on all ten classes; hours of CPU, meant to be run as several invocations (each result is
+    # kept as it finishes). The digits pool holds 1,000 of the 1,797 digits (about 100 per class, enough for 25 shots).
+    "paper": Budget(epochs=6, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5,
+                    probe_pool_images=1000, probe_test_images=None, regime=PAPER_REGIME, classes=None, transfer="digits"),
+    "paper-quick": Budget(epochs=1, train_subset=256, test_subset=128, robustness_images=16, seeds=(0,), shots=(1,), draws=1,
+                          probe_pool_images=100, probe_test_images=100, regime=PAPER_REGIME, classes=None, transfer="digits"),
 }
 
 
@@ -125,11 +134,11 @@ def experiments(budget: Budget) -> list[Experiment]:
 
 
 def train_config(experiment: Experiment, budget: Budget, out: Path, threads: int = 0) -> TrainConfig:
-    """The main job's recipe (configs/fashion-mnist.toml) on the backbone classes, at this budget."""
+    """The main job's recipe (configs/fashion-mnist.toml) on the budget's classes, at this budget."""
     return main_job_recipe(
         model=experiment.model,
         model_args=dict(experiment.model_args),
-        classes=BACKBONE_CLASSES,
+        classes=None if budget.classes is None else list(budget.classes),
         train_subset=budget.train_subset,
         test_subset=budget.test_subset,
         epochs=budget.epochs,
@@ -143,9 +152,19 @@ def train_config(experiment: Experiment, budget: Budget, out: Path, threads: int
     )
 
 
-def transfer_sets(budget: Budget):
-    """A random pool of training images of the held-out classes (shots are drawn from it) and their test images."""
-    config = TrainConfig(classes=TRANSFER_CLASSES, train_subset=budget.probe_pool_images, test_subset=budget.probe_test_images)
+def transfer_sets(budget: Budget) -> tuple[ImageDataset, ImageDataset]:
+    """The few-shot pool (shots are drawn from it) and test set: images the backbones never saw.
+
+    "held-out-classes": training and test images of the Fashion-MNIST classes the five-class backbones did not learn.
+    "digits": disjoint pool and test digits, at Fashion-MNIST's 28 px.
+    """
+    if budget.transfer == "digits":
+        return split_digits(load_digits(28), budget.probe_pool_images, budget.probe_test_images)
+    if budget.transfer != "held-out-classes":
+        raise ValueError(f"unknown transfer set {budget.transfer!r}; use 'held-out-classes' or 'digits'")
+    if budget.classes is None or set(budget.classes) & set(HELD_OUT_CLASSES):
+        raise ValueError(f"held-out-class transfer needs backbones that never saw classes {HELD_OUT_CLASSES}; got classes {budget.classes}")
+    config = TrainConfig(classes=list(HELD_OUT_CLASSES), train_subset=budget.probe_pool_images, test_subset=budget.probe_test_images)
     return load_datasets(config)
 
 
@@ -196,7 +215,7 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
     """
     budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
 
-    base = TrainConfig(classes=BACKBONE_CLASSES, test_subset=budget.test_subset)
+    base = TrainConfig(classes=None if budget.classes is None else list(budget.classes), test_subset=budget.test_subset)
     _, test_set = load_datasets(base)
     clean = test_set.subset(budget.robustness_images, seed=0)
     corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
