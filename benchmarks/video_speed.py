@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from lookupvit.benchmark import TABLE_HEADER, Contender, autocast, format_row, gemm_peak, median_times, timing_rows
+from lookupvit.benchmark import TABLE_HEADER, Contender, autocast, format_row, gemm_peak, lookupvit_contender, median_times, timing_rows
 from lookupvit.models.flops import analytic_flops
 from lookupvit.models.registry import create_model
 from lookupvit.runtime import configure_threads, cpu_model, pick_device
@@ -32,7 +32,7 @@ def video_contenders(size: str, device: torch.device) -> list[Contender]:
     found = [Contender("ViT", vivit, None, vivit_flops, vivit_flops)]  # "ViT": the baseline label timing_rows compares against
     for grid in GRIDS[size]:
         label = "x".join(map(str, grid))
-        found.append(Contender(label, lookup, grid, analytic_flops(lookup.config, grid=grid), analytic_flops(lookup.config, grid=grid, reassociated=None)))
+        found.append(lookupvit_contender(label, lookup, grid))
     return found
 
 

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from lookupvit.layers import BidirectionalCrossAttention
 from lookupvit.models.registry import create_model
@@ -25,10 +26,11 @@ def test_mhbc_order_reports_both_orders_and_the_order_the_model_runs(capsys):
     model = create_model("lookupvit_nano4")
     attention = next(m for m in model.modules() if isinstance(m, BidirectionalCrossAttention))
     lookup_tokens = (28 // model.config.patch_size) ** 2
-    for _, _, grid, paper_ms, reassociated_ms, _, picked in rows:
+    for _, dtype, grid, paper_ms, reassociated_ms, _, picked in rows:
         assert float(paper_ms) >= 0 and float(reassociated_ms) >= 0
         side = int(grid.strip().split("x")[0])
-        runs = "reassociated" if attention._reassociated(side * side, lookup_tokens, model.config.embed_dim) else "paper"
+        products = getattr(torch, dtype.strip())
+        runs = "reassociated" if attention._reassociated(side * side, lookup_tokens, model.config.embed_dim, products) else "paper"
         assert picked.strip() == runs
 
 

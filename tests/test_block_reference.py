@@ -177,8 +177,12 @@ def test_the_cheaper_order_is_picked_per_call():
     from lookupvit.layers import BidirectionalCrossAttention
 
     mhbc = BidirectionalCrossAttention(768, 12)  # B/16: N = 196 lookup tokens at 224 px, 576 at 384 px
-    assert mhbc._reassociated(9, 196, 768) and mhbc._reassociated(25, 196, 768)
-    assert not mhbc._reassociated(49, 196, 768)  # 7x7 at 224 px: near break-even, the paper's order
-    assert mhbc._reassociated(49, 576, 768) and not mhbc._reassociated(100, 576, 768)
+    bf16 = torch.bfloat16
+    # fp32: below 0.35 of the paper order's lookup-side MACs, i.e. up to 4x4 at 224 px and 384 px
+    assert mhbc._reassociated(9, 196, 768) and mhbc._reassociated(16, 196, 768) and mhbc._reassociated(16, 576, 768)
+    assert not mhbc._reassociated(25, 196, 768) and not mhbc._reassociated(25, 576, 768)
+    # 16-bit: below 0.8, i.e. up to 6x6 at 224 px and 7x7 at 384 px
+    assert mhbc._reassociated(25, 196, 768, bf16) and mhbc._reassociated(36, 196, 768, bf16) and mhbc._reassociated(49, 576, 768, bf16)
+    assert not mhbc._reassociated(49, 196, 768, bf16) and not mhbc._reassociated(100, 576, 768, bf16)
     mhbc.reassociate = False
     assert not mhbc._reassociated(9, 196, 768)  # a forced order wins over the rule

@@ -93,7 +93,22 @@ class Contender:
     model: nn.Module
     grid: int | None  # LookupViT's compressed grid; None for the ViTs
     flops: int  # forward FLOPs of one image (2 x MACs) in the paper's evaluation order
-    executed_flops: int  # what the model actually runs (MHBC may take the cheaper, reassociated order)
+    executed_flops: int  # what the model actually runs in fp32 (MHBC may take the cheaper, reassociated order)
+    executed_flops_16bit: int | None = None  # the same with bf16/fp16 products, whose order can differ (None: as fp32)
+
+    def executed(self, dtype: str) -> int:
+        """Executed FLOPs for a row's dtype column ("float32", "bfloat16", "bfloat16 weights", ...)."""
+        if dtype.startswith("float32") or self.executed_flops_16bit is None:
+            return self.executed_flops
+        return self.executed_flops_16bit
+
+
+def lookupvit_contender(label: str, model: nn.Module, grid: int | tuple[int, ...]) -> Contender:
+    """LookupViT at `grid`, with its FLOPs in the paper's order and as executed in fp32 and in 16-bit."""
+    def count(**order) -> int:
+        return analytic_flops(model.config, grid=grid, **order)
+
+    return Contender(label, model, grid, count(), count(reassociated=None), count(reassociated=None, dtype=torch.bfloat16))
 
 
 def timm_vit(size: str, image_size: int) -> nn.Module | None:
@@ -118,7 +133,7 @@ def contenders(size: str, image_size: int, grids: list[int], device: torch.devic
     reference = timm_vit(size, image_size) if with_timm else None
     if reference is not None:
         found.append(Contender("timm ViT", reference.to(device), None, vit_flops, vit_flops))
-    found += [Contender(f"{g}x{g}", lookup, g, analytic_flops(lookup.config, grid=g), analytic_flops(lookup.config, grid=g, reassociated=None)) for g in grids]
+    found += [lookupvit_contender(f"{g}x{g}", lookup, g) for g in grids]
     return found
 
 
@@ -164,10 +179,10 @@ def timing_rows(mode: str, image_size: int, dtype: str, batch: int, found: list[
             images_per_s=throughput,
             ms_per_batch=1000 * seconds,
             gflops=passes * contender.flops / 1e9,
-            executed_gflops=passes * contender.executed_flops / 1e9,
+            executed_gflops=passes * contender.executed(dtype) / 1e9,
             speedup=times[vit.label] / seconds,
             flops_ratio=vit.flops / contender.flops,
-            mfu=throughput * passes * contender.executed_flops / peak,
+            mfu=throughput * passes * contender.executed(dtype) / peak,
         )
 
 

@@ -260,16 +260,19 @@ class SelfAttention(nn.Module):
         return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=causal)))
 
 
-def reassociation_is_cheaper(num_compressed: int, num_lookup: int, dim: int, num_heads: int) -> bool:
-    """Whether MHBC's reassociated order is clearly cheaper than the paper's.
+def reassociation_is_cheaper(num_compressed: int, num_lookup: int, dim: int, num_heads: int, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether MHBC's reassociated order is clearly cheaper than the paper's for products in `dtype`.
 
     Per direction the paper's order costs N D^2 + M N D on the lookup side, the reassociated one
-    M D^2 + h M N D: fewer multiply-accumulates while M (D + (h - 1) N) < N D. A 10 % margin keeps
-    the paper's order near break-even, where the reassociated order's small per-head products cost
-    more time than the FLOPs they save (measured: B/16 at 224 px, 7x7). For B/16 that is up to 5x5
-    at 224 px and up to 7x7 at 384 px.
+    M D^2 + h M N D: fewer multiply-accumulates while M (D + (h - 1) N) < N D. But the reassociated
+    order spends them in many small per-head products (inner size d) and writes h M x D intermediates,
+    which run at a lower rate than the paper order's large Linear GEMMs; more so in fp32, where the
+    intermediates are twice the bytes. So it is taken only below a fraction of the paper order's MACs:
+    0.35 in fp32, 0.8 in 16-bit (`python benchmarks/mhbc_order.py` measures both orders on a host; see
+    docs/mhbc-order-2026-12-02.md). For B/16 at 224 px that is up to 4x4 in fp32 and 6x6 in bf16.
     """
-    return num_compressed * (dim + (num_heads - 1) * num_lookup) < 0.9 * num_lookup * dim
+    margin = 0.35 if dtype in (torch.float32, torch.float64) else 0.8
+    return num_compressed * (dim + (num_heads - 1) * num_lookup) < margin * num_lookup * dim
 
 
 class BidirectionalCrossAttention(nn.Module):
@@ -305,10 +308,10 @@ class BidirectionalCrossAttention(nn.Module):
             self.infuse_value = Linear(dim, dim, bias=qkv_bias)
             self.infuse_proj = Linear(dim, dim)
 
-    def _reassociated(self, num_compressed: int, num_lookup: int, dim: int) -> bool:
+    def _reassociated(self, num_compressed: int, num_lookup: int, dim: int, dtype: torch.dtype = torch.float32) -> bool:
         if self.reassociate is not None:
             return self.reassociate
-        return reassociation_is_cheaper(num_compressed, num_lookup, dim, self.num_heads)
+        return reassociation_is_cheaper(num_compressed, num_lookup, dim, self.num_heads, dtype)
 
     def gather(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor]:
         """Update for the compressed tokens and the attention A, shape (B, h, M, N)."""
@@ -316,8 +319,8 @@ class BidirectionalCrossAttention(nn.Module):
         batch, num_compressed, dim = compressed.shape
         num_lookup = lookup.shape[1]
         heads, head_dim = self.num_heads, dim // self.num_heads
-        q = self.query(compressed) * self.scale
-        if not self._reassociated(num_compressed, num_lookup, dim):
+        q = self.query(compressed) * self.scale  # its dtype is the products' (bf16 under autocast)
+        if not self._reassociated(num_compressed, num_lookup, dim, q.dtype):
             kv = self.key_value(lookup).view(batch, num_lookup, 2, heads, head_dim)
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
             attention = torch.softmax(_split_heads(q, heads) @ k.transpose(-2, -1), dim=-1)
@@ -340,7 +343,7 @@ class BidirectionalCrossAttention(nn.Module):
         batch, num_compressed, dim = compressed.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         v = self.infuse_value(compressed)
-        if not self._reassociated(num_compressed, attention.shape[-1], dim):
+        if not self._reassociated(num_compressed, attention.shape[-1], dim, v.dtype):
             return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ _split_heads(v, heads)))
         # Each head's values through its slice of the output projection, (B, h M, D), then one
         # product with A^T sums the heads: no (B, h, N, d) tensor and no head merge on N tokens.

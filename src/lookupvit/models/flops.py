@@ -54,12 +54,13 @@ def analytic_flops(
     grid: int | tuple[int, ...] | None = None,
     reassociated: bool | None = False,
     num_frames: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> int:
     """Every matrix product of one forward pass of one image (or one clip of `num_frames`), counted by hand.
 
     By default LookupViT is counted in the paper's evaluation order (eq. 6, Table 1). The model
     itself runs MHBC in whichever order is cheaper for the call; `reassociated=None` counts what it
-    executes, True/False force an order.
+    executes with its products in `dtype` (the order depends on it), True/False force an order.
 
     The block terms reduce to the paper's eq. 5 (ViT: 2N^2 D + 12 N D^2) and eq. 6 (LookupViT:
     (3NM + 2M^2) D + (4N + 15M) D^2) for mlp_ratio 4 and lookup_mlp_ratio 1/2; on top come the patch
@@ -84,7 +85,7 @@ def analytic_flops(
         compressed_vit = _vit_block_macs(num_compressed, dim, mlp_hidden)
         if config.use_lookup_tokens:
             if reassociated is None:
-                reassociated = reassociation_is_cheaper(num_compressed, num_lookup, dim, config.num_heads)
+                reassociated = reassociation_is_cheaper(num_compressed, num_lookup, dim, config.num_heads, dtype)
             if reassociated:  # projections moved to the M side, see BidirectionalCrossAttention
                 gather = 4 * num_compressed * dim**2 + 2 * config.num_heads * num_compressed * num_lookup * dim
                 infuse = 2 * num_compressed * dim**2 + config.num_heads * num_compressed * num_lookup * dim
