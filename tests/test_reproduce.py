@@ -19,7 +19,7 @@ def test_quick_budget_runs_every_experiment_and_writes_the_report(quick_run):
     names = {experiment.name for experiment in experiments(BUDGETS["quick"])}
     assert {path.stem for path in (out / "results").glob("*.json")} == names
     text = report.read_text()
-    for heading in ("## 1. Accuracy against compute", "## 2. Ablations", "## 3. Multi-resolution", "## 4. Robustness", "## 5. Few-shot"):
+    for heading in ("## Claim by claim", "## 1. Accuracy against compute", "## 2. Ablations", "## 3. Multi-resolution", "## 4. Robustness", "## 5. Few-shot"):
         assert heading in text
     for image in ("accuracy_vs_flops.png", "multires.png", "robustness.png", "feature_deviation.png", "corruptions.png"):
         assert (out / image).stat().st_size > 10_000

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..evaluation.robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
 from ..evaluation.visualize import _pyplot, save_figure
+from .claims import claims_section
 
 # The paper's numbers, for orientation only (ImageNet-1k, B/16, 224 px; GFLOPs = 2 x MACs).
 PAPER_TABLE_1 = {"ViT": (78.6, 35.1), "TokenLearner 1/2": (75.7, 19.1), "TokenLearner 3/4": (77.5, 27.1), "Perceiver": (78.0, None),
@@ -105,6 +106,7 @@ def write_reproduction_report(out: str | Path) -> Path:
         "The paper's numbers (ImageNet-1k, B/16) are beside ours for orientation only: the scale differs by orders of magnitude.",
         "",
     ]
+    lines += claims_section(results, regime)
     lines += _comparison_section(results, vits, lookups, out, regime)
     lines += _epochs_section(results)
     lines += _ablation_section(results, regime)

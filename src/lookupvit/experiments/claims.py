@@ -1,0 +1,158 @@
+"""The paper's claims, one row each, judged against the run-to-run spread of `lookupvit reproduce`'s results.
+
+Every claim is a signed effect in points, positive in the direction the paper reports (LookupViT more accurate,
+an ablation costing accuracy, ...). It is "reproduced" when the effect exceeds the noise, "not reproduced" when
+the opposite exceeds it, and "within noise" otherwise. The noise is the seed-to-seed spread the suite measured
+for the same quantity (|seed 0 − seed 1| of ViT and of the multi-resolution LookupViT, the larger of the two);
+with one seed there is no spread, and the verdict says so.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+ABLATIONS = {
+    "no-lookup-tokens": "without lookup tokens",
+    "no-mhbc-p2l": "without MHBC p->l",
+    "compressed-loss-only": "with the loss on the compressed head only",
+    "lookup-loss-only": "with the loss on the lookup head only",
+    "learned-compressed-tokens": "with learned instead of resized compressed tokens",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    source: str  # the paper's table or figure
+    claim: str
+    effect: float  # points, positive in the paper's direction
+    noise: float | None  # the seed spread of the same quantity, None with one seed
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.effect, self.noise)
+
+
+def verdict(effect: float, noise: float | None) -> str:
+    if noise is None:
+        return "one seed: no verdict"
+    if effect > noise:
+        return "reproduced"
+    return "not reproduced" if effect < -noise else "within noise"
+
+
+def _spread(values: list[float]) -> float | None:
+    return max(values) - min(values) if len(values) > 1 else None
+
+
+def _largest(*spreads: float | None) -> float | None:
+    known = [spread for spread in spreads if spread is not None]
+    return max(known) if known else None
+
+
+def _top1(result: dict, grid: int | None) -> float:
+    rows = result["eval"]
+    row = rows[0] if rows[0]["grid"] is None else next(r for r in rows if r["grid"] == [grid, grid])
+    return 100 * row[result["head"]]["top1"]
+
+
+def _corrupted_accuracy(block: dict) -> float:
+    values = [value for per_severity in block["accuracy"].values() for value in per_severity.values()]
+    return 100 * sum(values) / len(values)
+
+
+def _deviation(block: dict) -> float:
+    """Normalised feature deviation at the highest severity (where the paper's gap is widest), in points."""
+    return 100 * block["deviation"][max(block["deviation"], key=int)]["mean"]
+
+
+def claims(results: dict[str, dict], regime: dict) -> list[Claim]:
+    """Every claim the results can test; claims whose experiments are missing are left out."""
+    vits = [r for name, r in sorted(results.items()) if name.startswith("vit-seed")]
+    lookups = [r for name, r in sorted(results.items()) if name.startswith("lookupvit-seed")]
+    if not vits or not lookups:
+        return []
+    grid = regime["default_grid"]
+    accuracy_noise = _largest(_spread([_top1(r, None) for r in vits]), _spread([_top1(r, grid) for r in lookups]))
+    vit_top1 = statistics.mean(_top1(r, None) for r in vits)
+    lookup_top1 = statistics.mean(_top1(r, grid) for r in lookups)
+    found = [Claim("Table 1", f"LookupViT {grid}x{grid} is as accurate as ViT, or more, at fewer FLOPs", lookup_top1 - vit_top1, accuracy_noise)]
+    for name, label in (("tokenlearner-half", "TokenLearner 1/2"), ("tokenlearner-3quarter", "TokenLearner 3/4"), ("perceiver", "Perceiver")):
+        if name in results:
+            found.append(Claim("Table 1", f"LookupViT {grid}x{grid} is more accurate than {label}", lookup_top1 - _top1(results[name], None), accuracy_noise))
+    found += _ablation_claims(results, regime, accuracy_noise)
+    found += _multires_claims(results, lookups, regime, accuracy_noise)
+    found += _robustness_claims(vits, lookups)
+    found += _few_shot_claims(vits, lookups)
+    return found
+
+
+def _ablation_claims(results, regime, noise) -> list[Claim]:
+    grid = regime["ablation_grid"]
+    full = results.get(f"single-grid-{grid}")
+    if full is None:
+        return []
+    return [Claim("Table 5", f"the {grid}x{grid} model is less accurate {label}", _top1(full, grid) - _top1(results[name], grid), noise)
+            for name, label in ABLATIONS.items() if name in results]  # fmt: skip
+
+
+def _multires_claims(results, lookups, regime, noise) -> list[Claim]:
+    """Fig. 5b: the one multi-resolution model keeps up with each single-grid model at that model's own grid."""
+    found = []
+    for trained in regime["single_grids"]:
+        single = results.get(f"single-grid-{trained}")
+        if single is not None:
+            effect = statistics.mean(_top1(r, trained) for r in lookups) - _top1(single, trained)
+            found.append(Claim("Fig. 5b", f"the multi-resolution model is as accurate at {trained}x{trained} as the model trained only there", effect, noise))
+    return found
+
+
+def _robustness_claims(vits, lookups) -> list[Claim]:
+    """Tables 2/6 and Fig. 4, against the spread of ViT's two seeds on the same corrupted sets."""
+    if "robustness" not in vits[0] or "robustness" not in lookups[0]:
+        return []
+    vit_blocks = [r["robustness"]["None"] for r in vits if "robustness" in r]
+    accuracy_noise = _spread([_corrupted_accuracy(b) for b in vit_blocks])
+    deviation_noise = _spread([_deviation(b) for b in vit_blocks])
+    vit_accuracy = statistics.mean(_corrupted_accuracy(b) for b in vit_blocks)
+    vit_deviation = statistics.mean(_deviation(b) for b in vit_blocks)
+    found = []
+    for grid in lookups[0]["robustness"]:
+        blocks = [r["robustness"][grid] for r in lookups if grid in r.get("robustness", {})]
+        effect = statistics.mean(_corrupted_accuracy(b) for b in blocks) - vit_accuracy
+        found.append(Claim("Tables 2/6", f"LookupViT {grid}x{grid} is more accurate than ViT under corruption (mean over 15 x 5)", effect, accuracy_noise))
+    for grid in lookups[0]["robustness"]:
+        blocks = [r["robustness"][grid] for r in lookups if grid in r.get("robustness", {})]
+        effect = vit_deviation - statistics.mean(_deviation(b) for b in blocks)
+        found.append(Claim("Fig. 4", f"LookupViT {grid}x{grid}'s features deviate less than ViT's at the highest severity", effect, deviation_noise))
+    return found
+
+
+def _few_shot_claims(vits, lookups) -> list[Claim]:
+    """Table 9 compares LookupViT 10x10 with ViT; here the largest grid the suite probed."""
+    if "few_shot" not in vits[0] or "few_shot" not in lookups[0]:
+        return []
+    grid = max(lookups[0]["few_shot"], key=int)
+    found = []
+    for shots in sorted(vits[0]["few_shot"]["None"], key=int):
+        vit = [100 * r["few_shot"]["None"][shots]["mean"] for r in vits]
+        lookup = [100 * r["few_shot"][grid][shots]["mean"] for r in lookups if grid in r.get("few_shot", {})]
+        effect = statistics.mean(lookup) - statistics.mean(vit)
+        found.append(Claim("Table 9", f"LookupViT {grid}x{grid} transfers better than ViT at {shots}-shot", effect, _largest(_spread(vit), _spread(lookup))))
+    return found
+
+
+def claims_section(results: dict[str, dict], regime: dict) -> list[str]:
+    """The report's claim-by-claim table (markdown lines)."""
+    found = claims(results, regime)
+    if not found:
+        return []
+    lines = ["## Claim by claim", "",
+             "Effect in points, positive in the direction the paper reports; noise is the seed-to-seed spread of the same "
+             "quantity (ViT's and the multi-resolution LookupViT's, the larger). Reproduced: effect > noise; not reproduced: "
+             "effect < −noise; otherwise within noise.", "",
+             "| paper | claim | effect (points) | noise (points) | verdict |", "|---|---|---|---|---|"]
+    for claim in found:
+        noise = "-" if claim.noise is None else f"{claim.noise:.2f}"
+        lines.append(f"| {claim.source} | {claim.claim} | {claim.effect:+.2f} | {noise} | {claim.verdict} |")
+    return lines + [""]
