@@ -59,6 +59,15 @@ def test_flops_of_the_reassociated_mhbc_order_are_counted_exactly(reassociated):
         assert analytic_flops(config, grid=grid, reassociated=None, dtype=torch.bfloat16) == analytic_flops(config, grid=grid)
 
 
+def test_a_bfloat16_model_runs_the_order_the_count_expects():
+    """The order is chosen from the dtype the products run in; FlopCounterMode sees which one ran."""
+    config = model_config("lookupvit_b16")
+    for grid in (3, 5, 6, 7):
+        executed = measured_flops(config, grid=grid, reassociated=None, dtype=torch.bfloat16)
+        assert executed == analytic_flops(config, grid=grid, reassociated=None, dtype=torch.bfloat16)
+    assert measured_flops(config, grid=5, reassociated=None, dtype=torch.bfloat16) < measured_flops(config, grid=5, reassociated=None)
+
+
 @pytest.mark.parametrize(
     "name,kwargs", [("vit_b16", {}), ("vit_b16", {"image_size": 384}), ("vit_nano4", {"image_size": 40}), ("vivit_nano4", {"num_frames": 8, "image_size": 36})]
 )

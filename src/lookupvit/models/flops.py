@@ -125,10 +125,12 @@ def measured_flops(
     grid: int | tuple[int, ...] | None = None,
     reassociated: bool | None = False,
     num_frames: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> int:
     """FLOPs counted by torch's FlopCounterMode over a real forward pass of one image (or one clip).
 
-    `reassociated` sets LookupViT's MHBC evaluation order as in `analytic_flops` (default: the paper's).
+    `reassociated` sets LookupViT's MHBC evaluation order as in `analytic_flops` (default: the paper's);
+    with None the model picks it as it runs, for its weights and images in `dtype`.
 
     The model runs on the meta device (shapes only, no arithmetic), so even L/16 at 384 px costs
     milliseconds. FlopCounterMode has no formula for the fused CPU attention kernel, so attention
@@ -139,11 +141,11 @@ def measured_flops(
         # No parameter may require grad: FlopCounterMode's module tracker hooks the autograd graph of
         # every module input that does, and under no_grad a view of a parameter (learned latents or
         # compressed tokens expanded over the batch) has none, which it refuses.
-        model = build_model(config).eval().requires_grad_(False)
+        model = build_model(config).eval().requires_grad_(False).to(dtype)
     for module in model.modules():
         if isinstance(module, BidirectionalCrossAttention):
             module.reassociate = reassociated
-    images = torch.empty(1, *input_shape, device="meta")
+    images = torch.empty(1, *input_shape, device="meta", dtype=dtype)
     kwargs = {"grid": grid} if isinstance(model, LookupViT) else {}
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(images, **kwargs)
