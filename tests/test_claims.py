@@ -8,7 +8,8 @@ REGIME = {"default_grid": 5, "ablation_grid": 5, "single_grids": [3, 5]}
 
 
 def image_result(top1_by_grid: dict, head: str = "average", **extra) -> dict:
-    rows = [{"grid": None if grid is None else [grid, grid], head: {"top1": value / 100}} for grid, value in top1_by_grid.items()]
+    rows = [{"grid": None if grid is None else [grid, grid], head: {"top1": value / 100}, "gflops": 0.2 if grid is None else 0.01 * grid}
+            for grid, value in top1_by_grid.items()]
     return {"eval": rows, "head": head, **extra}
 
 
@@ -44,7 +45,7 @@ def by_claim(found):
 def test_effects_and_noise_are_the_differences_worked_out_by_hand(results):
     found = by_claim(claims(results, REGIME))
     accuracy_noise = 1.0  # ViT 90.0 / 91.0 against LookupViT 5x5 91.2 / 91.5: the larger spread
-    table1 = found[("Table 1", "LookupViT 5x5 is as accurate as ViT, or more, at fewer FLOPs")]
+    table1 = found[("Table 1", "LookupViT 5x5 is as accurate as ViT, or more, at 0.25x its FLOPs")]
     assert table1.effect == pytest.approx(91.35 - 90.5) and table1.noise == pytest.approx(accuracy_noise) and table1.verdict == "within noise"
     assert found[("Table 1", "LookupViT 5x5 is more accurate than TokenLearner 1/2")].effect == pytest.approx(3.35)
     lookup_ablation = found[("Table 5", "the 5x5 model is less accurate without lookup tokens")]
@@ -74,3 +75,17 @@ def test_the_opposite_effect_beyond_the_noise_is_not_reproduced_and_one_seed_giv
 
 def test_without_vit_or_lookupvit_results_there_is_no_claim_table(results):
     assert claims({"vit-seed0": results["vit-seed0"]}, REGIME) == [] and claims_section({}, REGIME) == []
+
+
+def test_ranking_movement_compares_the_last_two_epochs():
+    from lookupvit.experiments.claims import ranking_movement
+
+    still_moving = ranking_movement({"vit": [0.80, 0.88, 0.905], "lookupvit": [0.82, 0.89, 0.90]}, noise=0.5)
+    text = " ".join(still_moving)
+    assert "Order after the last epoch: vit (90.50) > lookupvit (90.00)." in text
+    assert "After the epoch before: lookupvit (89.00) > vit (88.00): the order changed." in text
+    assert "vit +2.50, lookupvit +1.00 points; the largest, vit's, is beyond the seed spread of 0.50 points." in text
+    settled = " ".join(ranking_movement({"vit": [0.80, 0.90, 0.901], "lookupvit": [0.82, 0.91, 0.912]}, noise=0.5))
+    assert "the same order" in settled and "within the seed spread" in settled
+    assert ranking_movement({"vit": [0.8, 0.9]}, noise=None) == []  # one model: no ranking
+    assert "no seed spread" in " ".join(ranking_movement({"a": [0.1, 0.2], "b": [0.3, 0.1]}, noise=None))

@@ -50,10 +50,13 @@ def _largest(*spreads: float | None) -> float | None:
     return max(known) if known else None
 
 
-def _top1(result: dict, grid: int | None) -> float:
+def _row(result: dict, grid: int | None) -> dict:
     rows = result["eval"]
-    row = rows[0] if rows[0]["grid"] is None else next(r for r in rows if r["grid"] == [grid, grid])
-    return 100 * row[result["head"]]["top1"]
+    return rows[0] if rows[0]["grid"] is None else next(r for r in rows if r["grid"] == [grid, grid])
+
+
+def _top1(result: dict, grid: int | None) -> float:
+    return 100 * _row(result, grid)[result["head"]]["top1"]
 
 
 def _corrupted_accuracy(block: dict) -> float:
@@ -66,6 +69,40 @@ def _deviation(block: dict) -> float:
     return 100 * block["deviation"][max(block["deviation"], key=int)]["mean"]
 
 
+def seed_spread(results: dict[str, dict], regime: dict) -> float | None:
+    """Test top-1 |seed 0 − seed 1| in points, the larger of ViT's and the multi-resolution LookupViT's (default grid)."""
+    vits = [r for name, r in results.items() if name.startswith("vit-seed")]
+    lookups = [r for name, r in results.items() if name.startswith("lookupvit-seed")]
+    grid = regime["default_grid"]
+    return _largest(_spread([_top1(r, None) for r in vits]), _spread([_top1(r, grid) for r in lookups]))
+
+
+def ranking_movement(epoch_top1: dict[str, list[float]], noise: float | None) -> list[str]:
+    """Is the budget long enough? The models' order after the last two epochs, and what the last epoch still added.
+
+    `epoch_top1`: each model's test top-1 (fractions) after every epoch.
+    """
+    complete = {name: values for name, values in epoch_top1.items() if len(values) >= 2}
+    if len(complete) < 2:
+        return []
+
+    def order(epoch: int) -> list[str]:
+        return sorted(complete, key=lambda name: -complete[name][epoch])
+
+    def listed(names: list[str], epoch: int) -> str:
+        return " > ".join(f"{name} ({100 * complete[name][epoch]:.2f})" for name in names)
+
+    last, before = order(-1), order(-2)
+    gains = {name: 100 * (values[-1] - values[-2]) for name, values in complete.items()}
+    largest = max(gains, key=lambda name: abs(gains[name]))
+    against = "no seed spread to compare with" if noise is None else (
+        f"{'within' if abs(gains[largest]) <= noise else 'beyond'} the seed spread of {noise:.2f} points")
+    return [f"Order after the last epoch: {listed(last, -1)}.", "",
+            f"After the epoch before: {listed(before, -2)}: {'the same order' if last == before else 'the order changed'}.", "",
+            "Last epoch's change: " + ", ".join(f"{name} {gain:+.2f}" for name, gain in gains.items())
+            + f" points; the largest, {largest}'s, is {against}.", ""]
+
+
 def claims(results: dict[str, dict], regime: dict) -> list[Claim]:
     """Every claim the results can test; claims whose experiments are missing are left out."""
     vits = [r for name, r in sorted(results.items()) if name.startswith("vit-seed")]
@@ -73,10 +110,11 @@ def claims(results: dict[str, dict], regime: dict) -> list[Claim]:
     if not vits or not lookups:
         return []
     grid = regime["default_grid"]
-    accuracy_noise = _largest(_spread([_top1(r, None) for r in vits]), _spread([_top1(r, grid) for r in lookups]))
+    accuracy_noise = seed_spread(results, regime)
     vit_top1 = statistics.mean(_top1(r, None) for r in vits)
     lookup_top1 = statistics.mean(_top1(r, grid) for r in lookups)
-    found = [Claim("Table 1", f"LookupViT {grid}x{grid} is as accurate as ViT, or more, at fewer FLOPs", lookup_top1 - vit_top1, accuracy_noise)]
+    flops = _row(lookups[0], grid)["gflops"] / _row(vits[0], None)["gflops"]
+    found = [Claim("Table 1", f"LookupViT {grid}x{grid} is as accurate as ViT, or more, at {flops:.2f}x its FLOPs", lookup_top1 - vit_top1, accuracy_noise)]
     for name, label in (("tokenlearner-half", "TokenLearner 1/2"), ("tokenlearner-3quarter", "TokenLearner 3/4"), ("perceiver", "Perceiver")):
         if name in results:
             found.append(Claim("Table 1", f"LookupViT {grid}x{grid} is more accurate than {label}", lookup_top1 - _top1(results[name], None), accuracy_noise))
