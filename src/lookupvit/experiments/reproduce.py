@@ -73,6 +73,11 @@ class Budget:
     # few-shot target: "held-out-classes" (the Fashion-MNIST classes the backbones never saw) or "digits"
     transfer: str = "held-out-classes"
 
+    @property
+    def train_classes(self) -> list[int] | None:
+        """TrainConfig's `classes`: a list, or None for all ten."""
+        return None if self.classes is None else list(self.classes)
+
 
 BUDGETS = {
     "quick": Budget(epochs=1, train_subset=512, test_subset=256, robustness_images=32, seeds=(0,), shots=(1, 5), draws=2, probe_pool_images=200, probe_test_images=200),
@@ -138,7 +143,7 @@ def train_config(experiment: Experiment, budget: Budget, out: Path, threads: int
     return main_job_recipe(
         model=experiment.model,
         model_args=dict(experiment.model_args),
-        classes=None if budget.classes is None else list(budget.classes),
+        classes=budget.train_classes,
         train_subset=budget.train_subset,
         test_subset=budget.test_subset,
         epochs=budget.epochs,
@@ -215,7 +220,7 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
     """
     budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
 
-    base = TrainConfig(classes=None if budget.classes is None else list(budget.classes), test_subset=budget.test_subset)
+    base = TrainConfig(classes=budget.train_classes, test_subset=budget.test_subset)
     _, test_set = load_datasets(base)
     clean = test_set.subset(budget.robustness_images, seed=0)
     corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
