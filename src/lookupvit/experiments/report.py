@@ -172,13 +172,14 @@ def _ablation_section(results, regime) -> list[str]:
     if reference is None:
         return []
     lines = [f"## 2. Ablations (paper Table 5), each a config switch of the {grid}x{grid} single-grid model", "",
-             "| model | GFLOPs | top-1 (ours) | change | paper top-1 (5x5) |", "|---|---|---|---|---|"]
+             "| model | GFLOPs | top-1 (ours) | change | paper top-1 (5x5) | training images/s |", "|---|---|---|---|---|---|"]
     base = _top1(reference, grid)
-    lines.append(f"| full model (single grid {grid}x{grid}) | {_row(reference, grid)['gflops']:.3f} | {base:.2f} | - | {PAPER_TABLE_5['full model']} |")
+    lines.append(f"| full model (single grid {grid}x{grid}) | {_row(reference, grid)['gflops']:.3f} | {base:.2f} | - | {PAPER_TABLE_5['full model']} | {_speed(reference)} |")
     for name in ("no-lookup-tokens", "no-mhbc-p2l", "compressed-loss-only", "lookup-loss-only", "learned-compressed-tokens"):
         if name in results:
-            accuracy = _top1(results[name], grid)
-            lines.append(f"| {name} ({results[name]['head']} head) | {_row(results[name], grid)['gflops']:.3f} | {accuracy:.2f} | {accuracy - base:+.2f} | {PAPER_TABLE_5[name]} |")
+            result = results[name]
+            accuracy = _top1(result, grid)
+            lines.append(f"| {name} ({result['head']} head) | {_row(result, grid)['gflops']:.3f} | {accuracy:.2f} | {accuracy - base:+.2f} | {PAPER_TABLE_5[name]} | {_speed(result)} |")
     return lines + ["", "Without lookup tokens and without p->l the loss is on the compressed head only, as in the paper's chain of ablations.", ""]
 
 
@@ -187,12 +188,12 @@ def _multires_section(results, lookups, out, regime) -> list[str]:
     if not singles:
         return []
     grids = _eval_grids(lookups[0])
-    header = "| trained on | " + " | ".join(f"eval {g}x{g}" for g in grids) + " |"
-    lines = ["## 3. Multi-resolution training (paper Fig. 5b)", "", header, "|" + "---|" * (len(grids) + 1)]
+    header = "| trained on | " + " | ".join(f"eval {g}x{g}" for g in grids) + " | training images/s |"
+    lines = ["## 3. Multi-resolution training (paper Fig. 5b)", "", header, "|" + "---|" * (len(grids) + 2)]
     span = _span(regime["grids"])
-    lines.append(f"| grids {span}, sampled per batch (seed 0) | " + " | ".join(f"{_top1(lookups[0], g):.2f}" for g in grids) + " |")
+    lines.append(f"| grids {span}, sampled per batch (seed 0) | " + " | ".join(f"{_top1(lookups[0], g):.2f}" for g in grids) + f" | {_speed(lookups[0])} |")
     for trained, result in sorted(singles.items()):
-        lines.append(f"| grid {trained}x{trained} only | " + " | ".join(f"{_top1(result, g):.2f}" for g in grids) + " |")
+        lines.append(f"| grid {trained}x{trained} only | " + " | ".join(f"{_top1(result, g):.2f}" for g in grids) + f" | {_speed(result)} |")
     _plot_multires(lookups[0], singles, grids, out / "multires.png", span)
     return lines + ["", "![multi-resolution](multires.png)", ""]
 
