@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,11 +175,15 @@ def transfer_sets(budget: Budget) -> tuple[ImageDataset, ImageDataset]:
 
 
 def training_record(run: Path) -> dict:
-    """From the run's metrics: test top-1 at the default grid after each epoch (is the ranking still moving?) and training images/s."""
+    """From the run's metrics: test top-1 at the default grid after each epoch (is the ranking still moving?) and training images/s.
+
+    Images/s is the median over the logged windows: a window in which the machine was busy with other work, or
+    the run was paused or resumed, moves a mean but not the median.
+    """
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     by_epoch = {record["epoch"]: record["eval"][0]["average"]["top1"] for record in records if "eval" in record}
     speeds = [record["images_per_s"] for record in records if "images_per_s" in record]
-    return {"epoch_top1": [by_epoch[epoch] for epoch in sorted(by_epoch)], "images_per_s": sum(speeds) / len(speeds) if speeds else None}
+    return {"epoch_top1": [by_epoch[epoch] for epoch in sorted(by_epoch)], "images_per_s": statistics.median(speeds) if speeds else None}
 
 
 def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: torch.device, corrupted: dict, clean, transfer, threads: int = 0) -> dict:
