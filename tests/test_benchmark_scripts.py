@@ -4,10 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
-from lookupvit.layers import BidirectionalCrossAttention
-from lookupvit.models.registry import create_model
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -21,17 +18,14 @@ def load_script(name: str):
 
 def test_mhbc_order_reports_both_orders_and_the_order_the_model_runs(capsys):
     load_script("mhbc_order").main(["--model-size", "nano4", "--sizes", "28", "--grids", "1", "3", "--batch", "2", "--reps", "1", "--device", "cpu"])
-    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| 28 |")]
-    assert len(rows) == 4  # fp32 and bf16 x two grids
-    model = create_model("lookupvit_nano4")
-    attention = next(m for m in model.modules() if isinstance(m, BidirectionalCrossAttention))
-    lookup_tokens = (28 // model.config.patch_size) ** 2
-    for _, dtype, grid, paper_ms, reassociated_ms, _, picked in rows:
-        assert float(paper_ms) >= 0 and float(reassociated_ms) >= 0
-        side = int(grid.strip().split("x")[0])
-        products = getattr(torch, dtype.strip())
-        runs = "reassociated" if attention._reassociated(side * side, lookup_tokens, model.config.embed_dim, products) else "paper"
-        assert picked.strip() == runs
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines() if line.startswith("| 28 |")]
+    assert all(float(row[3]) >= 0 and float(row[4]) >= 0 for row in rows)
+    # nano4 at 28 px: D = 96, 3 heads, N = 49 lookup tokens. The reassociated order's lookup-side MACs over the
+    # paper order's, M (D + 2 N) / (N D), are 0.04 at 1x1 and 0.37 at 3x3: under the fp32 margin (0.35) only at
+    # 1x1, under the 16-bit margin (0.8) at both.
+    picked = {(row[1], row[2]): row[6] for row in rows}
+    assert picked == {("float32", "1x1"): "reassociated", ("float32", "3x3"): "paper",
+                      ("bfloat16", "1x1"): "reassociated", ("bfloat16", "3x3"): "reassociated"}
 
 
 def test_linear_backend_rates_are_positive_for_both_backends():

@@ -29,7 +29,7 @@ def results():
         "vit-seed0": image_result({None: 90.0}, robustness={"None": robustness(60.0, 30.0)}, few_shot={"None": few_shot(30.0, 50.0)}),
         "vit-seed1": image_result({None: 91.0}, robustness={"None": robustness(61.0, 32.0)}, few_shot={"None": few_shot(34.0, 51.0)}),
         "lookupvit-seed0": image_result({3: 89.0, 5: 91.2}, robustness={"5": robustness(63.0, 29.0)}, few_shot={"5": few_shot(31.0, 56.0)}),
-        "lookupvit-seed1": image_result({3: 89.4, 5: 91.5}, robustness={"5": robustness(64.0, 29.5)}, few_shot={"5": few_shot(33.0, 55.0)}),
+        "lookupvit-seed1": image_result({3: 89.4, 5: 91.5}, robustness={"5": robustness(65.0, 29.5)}, few_shot={"5": few_shot(33.0, 55.0)}),
         "tokenlearner-half": image_result({None: 88.0}),
         "single-grid-3": image_result({3: 89.3}),
         "single-grid-5": image_result({5: 90.8}),
@@ -46,16 +46,18 @@ def test_effects_and_noise_are_the_differences_worked_out_by_hand(results):
     found = by_claim(claims(results, REGIME))
     accuracy_noise = 1.0  # ViT 90.0 / 91.0 against LookupViT 5x5 91.2 / 91.5: the larger spread
     table1 = found[("Table 1", "LookupViT 5x5 is as accurate as ViT, or more, at 0.25x its FLOPs")]
-    assert table1.effect == pytest.approx(91.35 - 90.5) and table1.noise == pytest.approx(accuracy_noise) and table1.verdict == "within noise"
+    assert table1.effect == pytest.approx(91.35 - 90.5) and table1.noise == pytest.approx(accuracy_noise)
+    assert table1.verdict == "reproduced (within noise)"  # a claim of parity holds as a tie
     assert found[("Table 1", "LookupViT 5x5 is more accurate than TokenLearner 1/2")].effect == pytest.approx(3.35)
     lookup_ablation = found[("Table 5", "the 5x5 model is less accurate without lookup tokens")]
     assert lookup_ablation.effect == pytest.approx(5.8) and lookup_ablation.verdict == "reproduced"
     learned = found[("Table 5", "the 5x5 model is less accurate with learned instead of resized compressed tokens")]
     assert learned.effect == pytest.approx(-0.7) and learned.verdict == "within noise"
     multires = found[("Fig. 5b", "the multi-resolution model is as accurate at 3x3 as the model trained only there")]
-    assert multires.effect == pytest.approx(89.2 - 89.3)
+    assert multires.effect == pytest.approx(89.2 - 89.3) and multires.verdict == "reproduced (within noise)"
     corrupted = found[("Tables 2/6", "LookupViT 5x5 is more accurate than ViT under corruption (mean over 15 x 5)")]
-    assert corrupted.effect == pytest.approx(63.5 - 60.5) and corrupted.noise == pytest.approx(1.0) and corrupted.verdict == "reproduced"
+    # noise: LookupViT's seeds (63, 65) spread more than ViT's (60, 61)
+    assert corrupted.effect == pytest.approx(64.0 - 60.5) and corrupted.noise == pytest.approx(2.0) and corrupted.verdict == "reproduced"
     deviation = found[("Fig. 4", "LookupViT 5x5's features deviate less than ViT's at the highest severity")]
     assert deviation.effect == pytest.approx(31.0 - 29.25) and deviation.noise == pytest.approx(2.0) and deviation.verdict == "within noise"
     one_shot = found[("Table 9", "LookupViT 5x5 transfers better than ViT at 1-shot")]
@@ -67,6 +69,7 @@ def test_effects_and_noise_are_the_differences_worked_out_by_hand(results):
 
 def test_the_opposite_effect_beyond_the_noise_is_not_reproduced_and_one_seed_gives_no_verdict(results):
     assert verdict(-1.5, 1.0) == "not reproduced" and verdict(1.0, 1.0) == "within noise" and verdict(1.01, 1.0) == "reproduced"
+    assert verdict(-1.0, 1.0, parity=True) == "reproduced (within noise)" and verdict(-1.01, 1.0, parity=True) == "not reproduced"
     one_seed = {name: result for name, result in results.items() if not name.endswith("seed1")}
     assert {claim.verdict for claim in claims(one_seed, REGIME)} == {"one seed: no verdict"}
     lines = claims_section(one_seed, REGIME)

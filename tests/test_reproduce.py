@@ -102,3 +102,17 @@ def test_held_out_class_transfer_is_refused_for_backbones_that_saw_those_classes
         transfer_sets(ten_classes)
     with pytest.raises(ValueError, match="unknown transfer set"):
         transfer_sets(dataclasses.replace(BUDGETS["full"], transfer="cifar"))
+
+
+def test_a_folder_written_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    from lookupvit.experiments.results import open_suite
+
+    open_suite(BUDGETS, "full", tmp_path, "cpu")
+    written = json.loads((tmp_path / "budget.json").read_text())
+    old = {key: value for key, value in written.items() if key not in ("classes", "transfer")}  # as folders of 0.2.0 hold it
+    (tmp_path / "budget.json").write_text(json.dumps(old))
+    open_suite(BUDGETS, "full", tmp_path, "cpu")  # the full budget ran at the defaults: accepted
+    assert json.loads((tmp_path / "budget.json").read_text()) == written
+    (tmp_path / "budget.json").write_text(json.dumps({**old, "classes": None}))
+    with pytest.raises(ValueError, match="another budget"):
+        open_suite(BUDGETS, "full", tmp_path, "cpu")

@@ -98,7 +98,7 @@ class Contender:
 
     def executed(self, dtype: str) -> int:
         """Executed FLOPs for a row's dtype column ("float32", "bfloat16", "bfloat16 weights", ...)."""
-        if dtype.startswith("float32") or self.executed_flops_16bit is None:
+        if dtype.startswith(("float32", "float64")) or self.executed_flops_16bit is None:
             return self.executed_flops
         return self.executed_flops_16bit
 

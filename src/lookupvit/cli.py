@@ -51,6 +51,11 @@ def model_grid(grid: tuple[int, ...] | None, dims: int) -> tuple[int, ...] | Non
     )
 
 
+def grid_for(model, grid: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """A typed grid in `model`'s dimensions; a model without a compressed grid gets it as typed, for its command to refuse."""
+    return model_grid(grid, len(model.config.patch_grid)) if isinstance(model, LookupViT) else grid
+
+
 def number_argument(convert: Callable[[str], float], is_allowed: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
     """An argparse type: `convert` the text, then refuse values outside `allowed` (named in the message)."""
 
@@ -215,7 +220,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from .models.serialization import load_model
 
     model = load_model(args.model)
-    error = export_onnx(model, args.out, grid=model_grid(args.grid, len(model.config.patch_grid)))
+    error = export_onnx(model, args.out, grid=grid_for(model, args.grid))
     checked = "onnxruntime not installed, not checked" if error is None else f"onnxruntime matches PyTorch, max relative error {error:.1e}"
     print(f"wrote {args.out} ({checked})")
 
@@ -295,7 +300,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         model.to(dtype)
     pack_for_inference(model)
     batches = evaluation_batches(args, model, normalization, classes)
-    grids = [model_grid(grid, len(model.config.patch_grid)) for grid in args.grid or [None]]
+    grids = [grid_for(model, grid) for grid in args.grid or [None]]
     rows = evaluate(model, batches, grids, device, amp=dtype == torch.bfloat16 and not cast_weights)
     print(format_table(rows))
     if args.json:
@@ -405,7 +410,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model, normalization, classes = load_trained(args.model, device)
     pack_for_inference(model)
     images = normalization(_load_image(args.image, model)[None].to(device))
-    grid = model_grid(args.grid, len(model.config.patch_grid))
+    grid = grid_for(model, args.grid)
     if args.budget_gflops is not None or args.budget_ms is not None:
         grid = budget_grid(model, images, args.budget_gflops, args.budget_ms)
     with torch.no_grad():
@@ -441,7 +446,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
     if not isinstance(model, LookupViT):
         raise ValueError(f"{args.model} is a {type(model).__name__}; attention maps need a LookupViT")
     pixels = torch.stack([_load_image(path, model) for path in args.image])
-    grids = [model_grid(grid, len(model.config.patch_grid)) for grid in args.grid]
+    grids = [grid_for(model, grid) for grid in args.grid]
     plot_attention_maps(model, normalization(pixels.to(device)), pixels.float() / 255, grids, args.out, [Path(p).name for p in args.image])
     print(f"attention maps: {args.out}")
 
@@ -515,7 +520,7 @@ def cmd_caption_eval(args: argparse.Namespace) -> None:
     caption_set = caption_eval_set(args.data, args.images)
     results = [
         evaluate_captioner(captioner, caption_set, grid, args.beam, batch_size=args.batch_size, metric_tokenizer=args.tokenizer)
-        for grid in [model_grid(grid, 2) for grid in args.grid or [None]]  # captioning encoders are image models
+        for grid in [grid_for(captioner.captioner.encoder.model, grid) for grid in args.grid or [None]]
     ]
     print_caption_rows(results)
     if args.json:
@@ -526,7 +531,7 @@ def cmd_caption_predict(args: argparse.Namespace) -> None:
     from .training.captioning import caption_images, load_captioner
 
     captioner = load_captioner(args.captioner, pick_device(args.device))
-    grids = [model_grid(grid, 2) for grid in args.grid or [None]]  # captioning encoders are image models
+    grids = [grid_for(captioner.captioner.encoder.model, grid) for grid in args.grid or [None]]
     for grid in grids:
         captions = caption_images(captioner, args.image, grid, args.beam)
         label = f"grid {grid_label(grid or captioner.grid)}: " if len(grids) > 1 or args.grid else ""

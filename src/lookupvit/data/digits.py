@@ -19,8 +19,8 @@ def load_digits(image_size: int = 28) -> ImageDataset:
     """All 1,797 digits as 1 x image_size x image_size uint8 images (bilinear upsampling of the 8x8 originals)."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError as error:
-        raise ImportError("the digits transfer set needs scikit-learn: pip install 'lookupvit[reproduce]'") from error
+    except ImportError as error:  # a RuntimeError, which the CLI prints as one line
+        raise RuntimeError("the digits transfer set needs scikit-learn: pip install 'lookupvit[reproduce]'") from error
     if image_size < 8:
         raise ValueError(f"image_size must be at least the digits' own 8 px, got {image_size}")
     digits = sklearn_digits()

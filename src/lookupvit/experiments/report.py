@@ -6,9 +6,11 @@ import json
 import statistics
 from pathlib import Path
 
+from ..data.fashion_mnist import FASHION_MNIST_CLASSES
 from ..evaluation.robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
 from ..evaluation.visualize import _pyplot, save_figure
-from .claims import claims_section, ranking_movement, seed_spread
+from .claims import ABLATIONS, claims_section, ranking_movement, seed_spread, spread
+from .results import eval_row, top1
 
 # The paper's numbers, for orientation only (ImageNet-1k, B/16, 224 px; GFLOPs = 2 x MACs).
 PAPER_TABLE_1 = {"ViT": (78.6, 35.1), "TokenLearner 1/2": (75.7, 19.1), "TokenLearner 3/4": (77.5, 27.1), "Perceiver": (78.0, None),
@@ -32,12 +34,10 @@ def _regime(budget: dict) -> dict:
     return budget.get("regime", SMALL_REGIME)
 
 
-FIVE_CLASS_NAMES = "t-shirt/top, trouser, pullover, dress, coat"
-
-
 def _classes(budget: dict) -> str:
     """What the backbones learned (budget.json files written before `classes` was recorded: the first five classes)."""
-    return "all ten classes" if budget.get("classes", [0]) is None else f"the classes {FIVE_CLASS_NAMES}"
+    classes = budget.get("classes", [0, 1, 2, 3, 4])
+    return "all ten classes" if classes is None else "the classes " + ", ".join(FASHION_MNIST_CLASSES[i].lower() for i in classes)
 
 
 def _transfer(budget: dict) -> tuple[str, str]:
@@ -56,18 +56,6 @@ def _span(grids: list[int]) -> str:
 
 def _load(out: Path) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))}
-
-
-def _row(result: dict, grid: int | None) -> dict:
-    """The eval row at a compressed grid; models without one (ViT, baselines) have a single row."""
-    rows = result["eval"]
-    if rows[0]["grid"] is None:
-        return rows[0]
-    return next(r for r in rows if r["grid"] == [grid, grid])
-
-
-def _top1(result: dict, grid: int | None) -> float:
-    return 100 * _row(result, grid)[result["head"]]["top1"]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -123,27 +111,26 @@ def _speed(result: dict) -> str:
 
 
 def _comparison_section(results, vits, lookups, out, regime) -> list[str]:
-    vit_acc = [_top1(r, None) for r in vits]
-    spread = [abs(a - b) for a, b in zip(vit_acc, vit_acc[1:])]
+    vit_acc = [top1(r, None) for r in vits]
     lines = ["## 1. Accuracy against compute: ViT, TokenLearner, Perceiver, LookupViT", "",
              "| model | GFLOPs | top-1 (ours) | paper top-1 | paper GFLOPs | training images/s (seed 0) |", "|---|---|---|---|---|---|"]
-    lines.append(f"| ViT | {_row(vits[0], None)['gflops']:.3f} | {_mean_std(vit_acc)} | {PAPER_TABLE_1['ViT'][0]} | {PAPER_TABLE_1['ViT'][1]} | {_speed(vits[0])} |")
+    lines.append(f"| ViT | {eval_row(vits[0], None)['gflops']:.3f} | {_mean_std(vit_acc)} | {PAPER_TABLE_1['ViT'][0]} | {PAPER_TABLE_1['ViT'][1]} | {_speed(vits[0])} |")
     for name in ("tokenlearner-half", "tokenlearner-3quarter", "perceiver"):
         if name in results:
             paper = PAPER_TABLE_1[LABELS[name]]
-            lines.append(f"| {LABELS[name]} | {_row(results[name], None)['gflops']:.3f} | {_top1(results[name], None):.2f} | {paper[0]} | {paper[1] or '-'} | {_speed(results[name])} |")
+            lines.append(f"| {LABELS[name]} | {eval_row(results[name], None)['gflops']:.3f} | {top1(results[name], None):.2f} | {paper[0]} | {paper[1] or '-'} | {_speed(results[name])} |")
     for grid in _eval_grids(lookups[0]):
-        accuracies = [_top1(r, grid) for r in lookups]
+        accuracies = [top1(r, grid) for r in lookups]
         paper = PAPER_TABLE_1.get(f"LookupViT {grid}x{grid}", ("-", "-"))
         speed = _speed(lookups[0]) if grid == regime["default_grid"] else ""
-        lines.append(f"| LookupViT {grid}x{grid} | {_row(lookups[0], grid)['gflops']:.3f} | {_mean_std(accuracies)} | {paper[0]} | {paper[1]} | {speed} |")
+        lines.append(f"| LookupViT {grid}x{grid} | {eval_row(lookups[0], grid)['gflops']:.3f} | {_mean_std(accuracies)} | {paper[0]} | {paper[1]} | {speed} |")
     lines += ["", f"LookupViT here is one multi-resolution model (trained on grids {_span(regime['grids'])}, sampled per batch) evaluated at every grid; "
               "± is the standard deviation over seeds. Its training images/s are over the mix of grids.", ""]
     grid = regime["default_grid"]
-    lookup_spread = [abs(_top1(a, grid) - _top1(b, grid)) for a, b in zip(lookups, lookups[1:])]
-    spreads = ([f"ViT {max(spread):.2f} points"] if spread else []) + ([f"LookupViT {grid}x{grid} {max(lookup_spread):.2f} points"] if lookup_spread else [])
-    if spreads:  # a suite still running may have two seeds of one model and one of the other
-        lines += [f"Run-to-run spread (|seed 0 − seed 1|): {', '.join(spreads)}.", ""]
+    spreads = {"ViT": spread(vit_acc), f"LookupViT {grid}x{grid}": spread([top1(r, grid) for r in lookups])}
+    known = [f"{label} {value:.2f} points" for label, value in spreads.items() if value is not None]
+    if known:  # a suite still running may have two seeds of one model and one of the other
+        lines += [f"Run-to-run spread (largest − smallest over seeds): {', '.join(known)}.", ""]
     _plot_accuracy_vs_flops(results, vits, lookups, out / "accuracy_vs_flops.png")
     return lines + ["![accuracy vs GFLOPs](accuracy_vs_flops.png)", ""]
 
@@ -173,13 +160,13 @@ def _ablation_section(results, regime) -> list[str]:
         return []
     lines = [f"## 2. Ablations (paper Table 5), each a config switch of the {grid}x{grid} single-grid model", "",
              "| model | GFLOPs | top-1 (ours) | change | paper top-1 (5x5) | training images/s |", "|---|---|---|---|---|---|"]
-    base = _top1(reference, grid)
-    lines.append(f"| full model (single grid {grid}x{grid}) | {_row(reference, grid)['gflops']:.3f} | {base:.2f} | - | {PAPER_TABLE_5['full model']} | {_speed(reference)} |")
-    for name in ("no-lookup-tokens", "no-mhbc-p2l", "compressed-loss-only", "lookup-loss-only", "learned-compressed-tokens"):
+    base = top1(reference, grid)
+    lines.append(f"| full model (single grid {grid}x{grid}) | {eval_row(reference, grid)['gflops']:.3f} | {base:.2f} | - | {PAPER_TABLE_5['full model']} | {_speed(reference)} |")
+    for name in ABLATIONS:
         if name in results:
             result = results[name]
-            accuracy = _top1(result, grid)
-            lines.append(f"| {name} ({result['head']} head) | {_row(result, grid)['gflops']:.3f} | {accuracy:.2f} | {accuracy - base:+.2f} | {PAPER_TABLE_5[name]} | {_speed(result)} |")
+            accuracy = top1(result, grid)
+            lines.append(f"| {name} ({result['head']} head) | {eval_row(result, grid)['gflops']:.3f} | {accuracy:.2f} | {accuracy - base:+.2f} | {PAPER_TABLE_5[name]} | {_speed(result)} |")
     return lines + ["", "Without lookup tokens and without p->l the loss is on the compressed head only, as in the paper's chain of ablations.", ""]
 
 
@@ -191,9 +178,9 @@ def _multires_section(results, lookups, out, regime) -> list[str]:
     header = "| trained on | " + " | ".join(f"eval {g}x{g}" for g in grids) + " | training images/s |"
     lines = ["## 3. Multi-resolution training (paper Fig. 5b)", "", header, "|" + "---|" * (len(grids) + 2)]
     span = _span(regime["grids"])
-    lines.append(f"| grids {span}, sampled per batch (seed 0) | " + " | ".join(f"{_top1(lookups[0], g):.2f}" for g in grids) + f" | {_speed(lookups[0])} |")
+    lines.append(f"| grids {span}, sampled per batch (seed 0) | " + " | ".join(f"{top1(lookups[0], g):.2f}" for g in grids) + f" | {_speed(lookups[0])} |")
     for trained, result in sorted(singles.items()):
-        lines.append(f"| grid {trained}x{trained} only | " + " | ".join(f"{_top1(result, g):.2f}" for g in grids) + f" | {_speed(result)} |")
+        lines.append(f"| grid {trained}x{trained} only | " + " | ".join(f"{top1(result, g):.2f}" for g in grids) + f" | {_speed(result)} |")
     _plot_multires(lookups[0], singles, grids, out / "multires.png", span)
     return lines + ["", "![multi-resolution](multires.png)", ""]
 
@@ -279,13 +266,13 @@ def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     grids = [row["grid"][0] for row in lookups[0]["eval"]]
     for result in lookups:
-        xs = [1e3 * _row(result, g)["gflops"] for g in grids]
-        axis.plot(xs, [_top1(result, g) for g in grids], "o-", color="C0", alpha=0.8, label=f"LookupViT, grids {_span(grids)} (seed {result['experiment']['seed']})")
+        xs = [1e3 * eval_row(result, g)["gflops"] for g in grids]
+        axis.plot(xs, [top1(result, g) for g in grids], "o-", color="C0", alpha=0.8, label=f"LookupViT, grids {_span(grids)} (seed {result['experiment']['seed']})")
     for result in vits:
-        axis.plot(1e3 * _row(result, None)["gflops"], _top1(result, None), "s", color="C1", label=f"ViT (seed {result['experiment']['seed']})")
+        axis.plot(1e3 * eval_row(result, None)["gflops"], top1(result, None), "s", color="C1", label=f"ViT (seed {result['experiment']['seed']})")
     for marker, name in (("^", "tokenlearner-half"), ("v", "tokenlearner-3quarter"), ("D", "perceiver")):
         if name in results:
-            axis.plot(1e3 * _row(results[name], None)["gflops"], _top1(results[name], None), marker, label=LABELS[name])
+            axis.plot(1e3 * eval_row(results[name], None)["gflops"], top1(results[name], None), marker, label=LABELS[name])
     axis.set_xlabel("MFLOPs per image")
     axis.set_ylabel("test top-1 (%)")
     axis.set_title("Fashion-MNIST, same recipe and budget")
@@ -295,9 +282,9 @@ def _plot_accuracy_vs_flops(results, vits, lookups, path: Path) -> None:
 def _plot_multires(multires: dict, singles: dict[int, dict], grids: list[int], path: Path, span: str) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    axis.plot(grids, [_top1(multires, g) for g in grids], "o-", linewidth=2.5, color="black", label=f"multi-resolution (grids {span})")
+    axis.plot(grids, [top1(multires, g) for g in grids], "o-", linewidth=2.5, color="black", label=f"multi-resolution (grids {span})")
     for trained, result in sorted(singles.items()):
-        axis.plot(grids, [_top1(result, g) for g in grids], "--", marker=".", label=f"trained on {trained}x{trained} only")
+        axis.plot(grids, [top1(result, g) for g in grids], "--", marker=".", label=f"trained on {trained}x{trained} only")
     axis.set_xticks(grids, [f"{g}x{g}" for g in grids])
     axis.set_xlabel("compressed grid at evaluation")
     axis.set_ylabel("test top-1 (%)")

@@ -224,13 +224,13 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
     `threads` is each training run's TrainConfig.threads (0: automatic).
     """
     budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
+    transfer = transfer_sets(budget)  # first: a missing package fails before minutes of corrupted sets are written
 
     base = TrainConfig(classes=budget.train_classes, test_subset=budget.test_subset)
     _, test_set = load_datasets(base)
     clean = test_set.subset(budget.robustness_images, seed=0)
     corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
     plot_corruption_grid(clean.images[0], out / "corruptions.png")
-    transfer = transfer_sets(budget)
 
     run_each(
         experiments(budget),

@@ -31,11 +31,16 @@ def write_json(path: Path, value: object) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=1)))
 
 
-def claim_folder(out: Path, manifest: dict, what: str) -> None:
-    """Record the suite's settings in out/budget.json, refusing a folder that holds results of other settings."""
+def claim_folder(out: Path, manifest: dict, what: str, defaults: dict | None = None) -> None:
+    """Record the suite's settings in out/budget.json, refusing a folder that holds results of other settings.
+
+    `defaults`: settings added after some folders were written; a folder without one ran at its default.
+    """
     path = out / "budget.json"
-    if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(manifest)):
-        raise ValueError(f"{out} holds results of {what} ({path}); use another --out folder")
+    if path.exists():
+        stored = {**(defaults or {}), **json.loads(path.read_text())}
+        if json.loads(json.dumps(stored)) != json.loads(json.dumps(manifest)):
+            raise ValueError(f"{out} holds results of {what} ({path}); use another --out folder")
     write_json(path, manifest)
 
 
@@ -46,7 +51,8 @@ def open_suite(budgets: dict, budget_name: str, out: str | Path, device_name: st
     budget, out = budgets[budget_name], Path(out)
     out.mkdir(parents=True, exist_ok=True)
     what = "another budget" + "".join(f" or {name}" for name in settings)
-    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget), **settings}, what)
+    defaults = {field.name: field.default for field in dataclasses.fields(budget) if field.default is not dataclasses.MISSING}
+    claim_folder(out, {"budget": budget_name, **dataclasses.asdict(budget), **settings}, what, defaults)
     return budget, out, pick_device(device_name)
 
 
@@ -70,3 +76,16 @@ def written_by(out: Path, command: str, hardware: dict) -> str:
     """A report's last line: the command (with the folder's budget) and the machine that wrote its results."""
     budget = json.loads((out / "budget.json").read_text())["budget"]
     return f"Written by `{command} --budget {budget}` on {hardware['processor']} ({hardware['cpu_count']} cores), torch {hardware['torch']}."
+
+
+def eval_row(result: dict, grid: int | None) -> dict:
+    """A result's evaluation row at a compressed grid; models without one (ViT, the baselines) have a single row."""
+    rows = result["eval"]
+    if rows[0]["grid"] is None:
+        return rows[0]
+    return next(r for r in rows if r["grid"] == [grid, grid])
+
+
+def top1(result: dict, grid: int | None) -> float:
+    """Test top-1 in % of the head the experiment trained, at `grid`."""
+    return 100 * eval_row(result, grid)[result["head"]]["top1"]
