@@ -10,7 +10,7 @@ REGIME = {"default_grid": 5, "ablation_grid": 5, "single_grids": [3, 5]}
 def image_result(top1_by_grid: dict, head: str = "average", **extra) -> dict:
     rows = [{"grid": None if grid is None else [grid, grid], head: {"top1": value / 100}, "gflops": 0.2 if grid is None else 0.01 * grid}
             for grid, value in top1_by_grid.items()]
-    return {"eval": rows, "head": head, **extra}
+    return {"eval": rows, "head": head, "experiment": {"group": "compare", "model": "any_nano2"}, **extra}
 
 
 def robustness(corrupted: float, deviation: float) -> dict:
@@ -92,3 +92,15 @@ def test_ranking_movement_compares_the_last_two_epochs():
     assert "the same order" in settled and "within the seed spread" in settled
     assert ranking_movement({"vit": [0.8, 0.9]}, noise=None) == []  # one model: no ranking
     assert "no seed spread" in " ".join(ranking_movement({"a": [0.1, 0.2], "b": [0.3, 0.1]}, noise=None))
+
+
+def test_budget_check_says_whether_lookupvits_standing_holds_with_longer_training(results):
+    from lookupvit.experiments.claims import budget_check
+
+    for name in ("vit-seed0", "lookupvit-seed0"):
+        results[name]["epoch_top1"] = [0.5] * 6  # six epochs at the budget; the values do not enter the check
+    assert budget_check(results, REGIME) == []  # no longer runs yet
+    results["vit-12-epochs"] = image_result({None: 92.0}, experiment={"group": "budget-check", "model": "vit_nano2", "epochs": 12})
+    results["lookupvit-12-epochs"] = image_result({5: 91.5}, experiment={"group": "budget-check", "model": "lookupvit_nano2", "epochs": 12})
+    text = " ".join(budget_check(results, REGIME))
+    assert "+1.20 points after 6 epochs and -0.50 after 12 (ViT 92.00 %, LookupViT 91.50 %): the sign flips." in text

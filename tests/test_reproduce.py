@@ -58,6 +58,7 @@ def test_the_paper_budget_runs_the_papers_token_regime():
     budget = BUDGETS["paper"]
     found = {experiment.name: experiment for experiment in experiments(budget)}
     assert {"vit-seed0", "vit-seed1", "lookupvit-seed0", "lookupvit-seed1", "single-grid-10", "no-mhbc-p2l", "perceiver"} <= set(found)
+    assert found["vit-12-epochs"].epochs == 12 and train_config(found["lookupvit-12-epochs"], budget, reproduce_module.Path("/r")).epochs == 12
     assert all(experiment.model.endswith("_nano2") for experiment in found.values())
     assert model_config("lookupvit_nano2").patch_grid == (14, 14)
     multires = train_config(found["lookupvit-seed1"], budget, reproduce_module.Path("/runs"))
@@ -90,6 +91,9 @@ def test_paper_quick_runs_the_ten_class_suite_with_digit_transfer(tmp_path):
     assert json.loads((tmp_path / "runs" / "vit-seed0" / "config.json").read_text())["classes"] is None  # all ten classes
     text = report.read_text()
     assert "## 5. Few-shot transfer to handwritten digits" in text and "of all ten classes" in text
+    longer = json.loads((tmp_path / "results" / "lookupvit-2-epochs.json").read_text())
+    assert len(longer["epoch_top1"]) == 2 and "robustness" not in longer  # the budget check trains longer, evaluates clean only
+    assert "Budget check (seed 0): LookupViT 5x5 − ViT is" in text
 
 
 def test_held_out_class_transfer_is_refused_for_backbones_that_saw_those_classes():

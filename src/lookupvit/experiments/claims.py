@@ -101,6 +101,21 @@ def ranking_movement(epoch_top1: dict[str, list[float]], noise: float | None) ->
             + f" points; the largest, {largest}'s, is {against}.", ""]
 
 
+def budget_check(results: dict[str, dict], regime: dict) -> list[str]:
+    """Whether LookupViT's standing against ViT (seed 0) holds when both train longer (the "budget-check" experiments)."""
+    longer = {result["experiment"]["model"].split("_")[0]: result for result in results.values() if result["experiment"]["group"] == "budget-check"}
+    if set(longer) != {"vit", "lookupvit"} or not {"vit-seed0", "lookupvit-seed0"} <= set(results):
+        return []
+    grid = regime["default_grid"]
+    at_budget = top1(results["lookupvit-seed0"], grid) - top1(results["vit-seed0"], None)
+    at_longer = top1(longer["lookupvit"], grid) - top1(longer["vit"], None)
+    epochs, more = len(results["vit-seed0"]["epoch_top1"]), longer["vit"]["experiment"]["epochs"]
+    holds = "holds" if (at_budget > 0) == (at_longer > 0) else "flips"
+    return [f"Budget check (seed 0): LookupViT {grid}x{grid} − ViT is {at_budget:+.2f} points after {epochs} epochs and "
+            f"{at_longer:+.2f} after {more} (ViT {top1(longer['vit'], None):.2f} %, LookupViT {top1(longer['lookupvit'], grid):.2f} %): "
+            f"the sign {holds}.", ""]
+
+
 def claims(results: dict[str, dict], regime: dict) -> list[Claim]:
     """Every claim the results can test; claims whose experiments are missing are left out."""
     vits = [r for name, r in sorted(results.items()) if name.startswith("vit-seed")]

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.fashion_mnist import FASHION_MNIST_CLASSES
 from ..evaluation.robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
 from ..evaluation.visualize import _pyplot, save_figure
-from .claims import ABLATIONS, claims_section, ranking_movement, seed_spread, spread
+from .claims import ABLATIONS, budget_check, claims_section, ranking_movement, seed_spread, spread
 from .results import eval_row, top1
 
 # The paper's numbers, for orientation only (ImageNet-1k, B/16, 224 px; GFLOPs = 2 x MACs).
@@ -141,15 +141,17 @@ def _eval_grids(result: dict) -> list[int]:
 
 def _epochs_section(results, regime) -> list[str]:
     """Test top-1 after each epoch at the default grid: whether the ranking still moves at the end of the budget."""
-    rows = [(name, result["epoch_top1"]) for name, result in results.items() if result.get("epoch_top1") and result["experiment"]["group"] == "compare"]
+    rows = [(name, result["epoch_top1"]) for name, result in results.items() if result.get("epoch_top1") and result["experiment"]["group"] in ("compare", "budget-check")]
     if not rows:
         return []
     epochs = max(len(values) for _, values in rows)
     lines = ["### Test top-1 after each epoch (default grid): is the ranking still moving?", "",
              "| model | " + " | ".join(f"epoch {e}" for e in range(1, epochs + 1)) + " |", "|" + "---|" * (epochs + 1)]
     for name, values in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{100 * value:.2f}" for value in values) + " |")
-    lines += [""] + ranking_movement(dict(rows), seed_spread(results, regime))
+        cells = [f"{100 * value:.2f}" for value in values] + [""] * (epochs - len(values))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    at_budget = {name: values for name, values in rows if results[name]["experiment"]["group"] == "compare"}
+    lines += [""] + ranking_movement(at_budget, seed_spread(results, regime)) + budget_check(results, regime)
     return lines + [""]
 
 

@@ -73,6 +73,8 @@ class Budget:
     classes: tuple[int, ...] | None = FIVE_CLASSES  # the backbones' Fashion-MNIST classes (None: all ten)
     # few-shot target: "held-out-classes" (the Fashion-MNIST classes the backbones never saw) or "digits"
     transfer: str = "held-out-classes"
+    # ViT and LookupViT (seed 0) once more with this many epochs: does their ranking hold with a longer budget?
+    check_epochs: int | None = None
 
     @property
     def train_classes(self) -> list[int] | None:
@@ -86,22 +88,23 @@ BUDGETS = {
     # The paper's token regime on all ten classes; hours of CPU, meant to be run as several invocations (each result is
     # kept as it finishes). The digits pool holds 1,000 of the 1,797 digits (about 100 per class, enough for 25 shots).
     "paper": Budget(epochs=6, train_subset=None, test_subset=None, robustness_images=2000, seeds=(0, 1), shots=(1, 5, 25), draws=5,
-                    probe_pool_images=1000, probe_test_images=None, regime=PAPER_REGIME, classes=None, transfer="digits"),
+                    probe_pool_images=1000, probe_test_images=None, regime=PAPER_REGIME, classes=None, transfer="digits", check_epochs=12),
     "paper-quick": Budget(epochs=1, train_subset=256, test_subset=128, robustness_images=16, seeds=(0,), shots=(1,), draws=1,
-                          probe_pool_images=100, probe_test_images=100, regime=PAPER_REGIME, classes=None, transfer="digits"),
+                          probe_pool_images=100, probe_test_images=100, regime=PAPER_REGIME, classes=None, transfer="digits", check_epochs=2),
 }
 
 
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    group: str  # "compare" (ViT, LookupViT, baselines), "ablation" or "single-grid"
+    group: str  # "compare" (ViT, LookupViT, baselines), "budget-check", "ablation" or "single-grid"
     model: str
     model_args: dict = field(default_factory=dict)
     grids: tuple[int, ...] = (2, 3, 4, 5)
     seed: int = 0
     compressed_loss_weight: float = 1.0
     lookup_loss_weight: float = 1.0
+    epochs: int | None = None  # None: the budget's
 
     @property
     def head(self) -> str:
@@ -119,6 +122,10 @@ def experiments(budget: Budget) -> list[Experiment]:
     for seed in budget.seeds:
         found.append(Experiment(f"vit-seed{seed}", "compare", f"vit_{size}", seed=seed))
         found.append(Experiment(f"lookupvit-seed{seed}", "compare", lookup, multires, grids=regime.grids, seed=seed))
+    if budget.check_epochs:  # before the other models: if the ranking flips with a longer budget, the budget is too short
+        epochs = budget.check_epochs
+        found.append(Experiment(f"vit-{epochs}-epochs", "budget-check", f"vit_{size}", epochs=epochs))
+        found.append(Experiment(f"lookupvit-{epochs}-epochs", "budget-check", lookup, multires, grids=regime.grids, epochs=epochs))
     found += [
         Experiment("tokenlearner-half", "compare", f"tokenlearner_{size}", {"tokenlearner_at": 0.5, "num_learned_tokens": 8}),
         Experiment("tokenlearner-3quarter", "compare", f"tokenlearner_{size}", {"tokenlearner_at": 0.75, "num_learned_tokens": 8}),
@@ -147,7 +154,7 @@ def train_config(experiment: Experiment, budget: Budget, out: Path, threads: int
         classes=budget.train_classes,
         train_subset=budget.train_subset,
         test_subset=budget.test_subset,
-        epochs=budget.epochs,
+        epochs=experiment.epochs or budget.epochs,
         grids=list(experiment.grids),
         eval_grids=budget.regime.eval_grids,
         compressed_loss_weight=experiment.compressed_loss_weight,
