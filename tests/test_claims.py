@@ -67,6 +67,24 @@ def test_effects_and_noise_are_the_differences_worked_out_by_hand(results):
     assert not any(source == "Table 5" and "p->l" in claim for source, claim in found)  # not run: no claim
 
 
+def test_few_shot_noise_is_at_least_two_standard_errors_of_the_paired_draws(results):
+    def with_draws(result, grid, draws):
+        result["experiment"]["seed"] = int(result["experiment"]["name"][-1])
+        result["few_shot"][grid]["1"]["accuracies"] = [value / 100 for value in draws]
+        result["few_shot"][grid]["1"]["mean"] = sum(draws) / len(draws) / 100
+
+    for name in ("vit-seed0", "vit-seed1", "lookupvit-seed0", "lookupvit-seed1"):
+        results[name]["experiment"]["name"] = name
+    with_draws(results["vit-seed0"], "None", [30.0, 30.0])
+    with_draws(results["vit-seed1"], "None", [30.0, 30.0])
+    with_draws(results["lookupvit-seed0"], "5", [40.0, 30.0])  # paired differences 10, 0, 10, 0
+    with_draws(results["lookupvit-seed1"], "5", [40.0, 30.0])
+    one_shot = by_claim(claims(results, REGIME))[("Table 9", "LookupViT 5x5 transfers better than ViT at 1-shot")]
+    # seed spreads are 0; the paired differences' standard deviation is 5.77, over 4 draws: 2 x 5.77 / 2
+    assert one_shot.effect == pytest.approx(5.0) and one_shot.noise == pytest.approx(2 * 5.773503 / 2, rel=1e-5)
+    assert one_shot.verdict == "within noise"
+
+
 def test_the_opposite_effect_beyond_the_noise_is_not_reproduced_and_one_seed_gives_no_verdict(results):
     assert verdict(-1.5, 1.0) == "not reproduced" and verdict(1.0, 1.0) == "within noise" and verdict(1.01, 1.0) == "reproduced"
     assert verdict(-1.0, 1.0, parity=True) == "reproduced (within noise)" and verdict(-1.01, 1.0, parity=True) == "not reproduced"

@@ -42,6 +42,23 @@ def test_a_rerun_redoes_only_what_is_missing(quick_run, monkeypatch):
     assert (out / "results" / "perceiver.json").exists()
 
 
+def test_report_only_reports_the_finished_experiments_and_names_the_others(quick_run, tmp_path, monkeypatch):
+    import shutil
+
+    out, _ = quick_run
+    interim = tmp_path / "interim"
+    shutil.copytree(out, interim, ignore=shutil.ignore_patterns("runs", "corrupted"))
+    for name in ("perceiver", "no-mhbc-p2l"):
+        (interim / "results" / f"{name}.json").unlink()
+    monkeypatch.setattr(reproduce_module, "train", lambda config: pytest.fail("--report-only trained a model"))
+    text = reproduce("quick", interim, "cpu", report_only=True).read_text()
+    planned = len(experiments(BUDGETS["quick"]))
+    assert f"{planned - 2} of {planned} experiments have finished" in text
+    assert "Not run yet: perceiver, no-mhbc-p2l." in text
+    assert "| Perceiver |" not in text and "| no-mhbc-p2l |" not in text
+    assert "experiments have finished" not in (out / "report.md").read_text()
+
+
 def test_another_budget_in_the_same_folder_is_refused(quick_run):
     out, _ = quick_run
     with pytest.raises(ValueError, match="another budget"):

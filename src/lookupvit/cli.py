@@ -250,7 +250,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .experiments.reproduce import reproduce
 
     configure_threads(args.threads)
-    print(f"report: {reproduce(args.budget, args.out, args.device, threads=args.threads)}")
+    print(f"report: {reproduce(args.budget, args.out, args.device, threads=args.threads, report_only=args.report_only)}")
 
 
 def cmd_motion(args: argparse.Namespace) -> None:
@@ -665,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
         budget_help="quick: minutes, checks the pipeline; full: the documented 7x7-token run (about 45 min on 2 cores); "
         "paper: the paper's 14x14 tokens and grids 3-10 (hours: run it again to continue); paper-quick: that pipeline in minutes",
     )
+    reproduce.add_argument("--report-only", action="store_true", help="write report.md from the experiments finished so far and run nothing")
     reproduce.set_defaults(func=cmd_reproduce)
 
     motion = commands.add_parser("motion", help="the video job: LookupViViT vs ViViT on mp4 clips of moving items, where one frame is not enough")

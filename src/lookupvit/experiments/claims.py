@@ -6,7 +6,8 @@ the opposite exceeds it, and "within noise" otherwise. A claim of parity ("as ac
 reproduced as long as the effect is not below minus the noise: "reproduced (within noise)" says it holds as a
 tie. The noise is the seed-to-seed spread the suite measured for the same quantity (largest − smallest over the
 seeds of ViT and of the multi-resolution LookupViT, the larger of the two); with one seed there is no spread,
-and the verdict says so.
+and the verdict says so. A few-shot probe is itself noisy (a few images per class decide it), so its noise is the
+larger of that spread and two standard errors of the paired difference over the probe's draws of shots.
 """
 
 from __future__ import annotations
@@ -187,8 +188,24 @@ def _few_shot_claims(vits, lookups) -> list[Claim]:
         vit = [100 * r["few_shot"]["None"][shots]["mean"] for r in vits]
         lookup = [100 * r["few_shot"][grid][shots]["mean"] for r in lookups if grid in r.get("few_shot", {})]
         effect = statistics.mean(lookup) - statistics.mean(vit)
-        found.append(Claim("Table 9", f"LookupViT {grid}x{grid} transfers better than ViT at {shots}-shot", effect, _largest(spread(vit), spread(lookup))))
+        noise = _largest(spread(vit), spread(lookup))
+        if noise is not None:  # one seed stays without a verdict
+            noise = _largest(noise, _paired_draw_noise(vits, lookups, grid, shots))
+        found.append(Claim("Table 9", f"LookupViT {grid}x{grid} transfers better than ViT at {shots}-shot", effect, noise))
     return found
+
+
+def _paired_draw_noise(vits, lookups, grid: str, shots: str) -> float | None:
+    """Two standard errors of LookupViT − ViT over the draws of shots; every model is probed on the same draws."""
+    lookup_by_seed = {r["experiment"].get("seed"): r for r in lookups}
+    differences = []
+    for vit in vits:
+        lookup = lookup_by_seed.get(vit["experiment"].get("seed"), {}).get("few_shot", {}).get(grid, {}).get(shots, {})
+        pairs = zip(lookup.get("accuracies", []), vit["few_shot"]["None"][shots].get("accuracies", []))
+        differences += [100 * (lookup_draw - vit_draw) for lookup_draw, vit_draw in pairs]
+    if len(differences) < 2:
+        return None
+    return 2 * statistics.stdev(differences) / len(differences) ** 0.5
 
 
 def claims_section(results: dict[str, dict], regime: dict) -> list[str]:
@@ -198,7 +215,8 @@ def claims_section(results: dict[str, dict], regime: dict) -> list[str]:
         return []
     lines = ["## Claim by claim", "",
              "Effect in points, positive in the direction the paper reports; noise is the seed-to-seed spread of the same "
-             "quantity (ViT's and the multi-resolution LookupViT's, the larger). Reproduced: effect > noise; not reproduced: "
+             "quantity (ViT's and the multi-resolution LookupViT's, the larger; for few-shot probes, at least two standard "
+             "errors of the paired difference over the draws of shots). Reproduced: effect > noise; not reproduced: "
              "effect < −noise; otherwise within noise.", "",
              "| paper | claim | effect (points) | noise (points) | verdict |", "|---|---|---|---|---|"]
     for claim in found:

@@ -68,7 +68,8 @@ def _seeded(results: dict[str, dict], prefix: str) -> list[dict]:
     return [r for name, r in results.items() if name.startswith(prefix + "-seed")]
 
 
-def write_reproduction_report(out: str | Path) -> Path:
+def write_reproduction_report(out: str | Path, planned: list[str] | None = None) -> Path:
+    """out/report.md from out/results/*.json; `planned`: the budget's experiment names, to list those not finished yet."""
     out = Path(out)
     results = _load(out)
     budget = json.loads((out / "budget.json").read_text())
@@ -94,6 +95,7 @@ def write_reproduction_report(out: str | Path) -> Path:
         "The paper's numbers (ImageNet-1k, B/16) are beside ours for orientation only: the scale differs by orders of magnitude.",
         "",
     ]
+    lines += _unfinished(results, planned or [])
     lines += claims_section(results, regime)
     lines += _comparison_section(results, vits, lookups, out, regime)
     lines += _epochs_section(results, regime)
@@ -104,6 +106,14 @@ def write_reproduction_report(out: str | Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _unfinished(results: dict[str, dict], planned: list[str]) -> list[str]:
+    missing = [name for name in planned if name not in results]
+    if not missing:
+        return []
+    return [f"**Interim report: {len(planned) - len(missing)} of {len(planned)} experiments have finished.** "
+            f"Not run yet: {', '.join(missing)}. Sections and claims that need them are left out until they finish.", ""]
 
 
 def _speed(result: dict) -> str:

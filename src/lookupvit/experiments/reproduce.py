@@ -225,28 +225,33 @@ def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: to
     return result
 
 
-def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0) -> Path:
+def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0, report_only: bool = False) -> Path:
     """Run (or finish) every experiment of the budget and write out/report.md; returns its path.
 
-    `threads` is each training run's TrainConfig.threads (0: automatic).
+    `threads` is each training run's TrainConfig.threads (0: automatic). `report_only`: write the report from the
+    experiments finished so far and run nothing (a long budget's interim report).
     """
-    budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
-    transfer = transfer_sets(budget)  # first: a missing package fails before minutes of corrupted sets are written
+    from .report import write_reproduction_report
 
+    budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
+    suite = experiments(budget)
+    planned = [experiment.name for experiment in suite]
     base = TrainConfig(classes=budget.train_classes, test_subset=budget.test_subset)
     _, test_set = load_datasets(base)
     clean = test_set.subset(budget.robustness_images, seed=0)
-    corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
     plot_corruption_grid(clean.images[0], out / "corruptions.png")
+    if report_only:
+        return write_reproduction_report(out, planned)
+
+    transfer = transfer_sets(budget)  # before the corrupted sets: a missing package fails before minutes of work
+    corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
 
     run_each(
-        experiments(budget),
+        suite,
         out / "results",
         describe=lambda experiment: f"{experiment.model} {experiment.model_args or ''}",
         run=lambda experiment: run_experiment(experiment, budget, out, device, corrupted, clean, transfer, threads),
         device=device,
     )
 
-    from .report import write_reproduction_report
-
-    return write_reproduction_report(out)
+    return write_reproduction_report(out, planned)
