@@ -102,7 +102,8 @@ def test_bench_prints_every_table(capsys):
     assert all(float(cells[6].strip().rstrip("x")) > 0 and float(cells[7].strip().rstrip("x")) > 0 for cells in ratios)
     memory_rows = [line for line in lines if line.startswith(("| 28 | float", "| 28 | bfloat"))]
     assert len(memory_rows) == 8  # 2 autocast dtypes x 2 settings x 2 models
-    assert all(float(line.split("|")[column]) > 0 for line in memory_rows for column in (6, 8))  # process and tensors peaks
+    # tensors' peak is mapped fresh, so it is never 0; the process's may be, at 28 px, when freed heap memory is reused
+    assert all(float(line.split("|")[8]) > 0 and float(line.split("|")[6]) >= 0 for line in memory_rows)
     assert {line.split("|")[3].strip() for line in memory_rows} == {"no", "yes"}
 
 

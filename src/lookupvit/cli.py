@@ -601,7 +601,24 @@ def add_caption_commands(commands) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookupvit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_flops_command(commands)
+    _add_bench_command(commands)
+    _add_export_command(commands)
+    _add_convert_command(commands)
+    _add_reproduce_command(commands)
+    _add_motion_command(commands)
+    _add_warmstart_command(commands)
+    _add_train_command(commands)
+    _add_report_command(commands)
+    _add_evaluate_command(commands)
+    _add_predict_command(commands)
+    _add_attention_command(commands)
+    _add_shards_command(commands)
+    add_caption_commands(commands)
+    return parser
 
+
+def _add_flops_command(commands) -> None:
     flops = commands.add_parser("flops", help="paper Table 1 side by side with our analytic and measured FLOPs")
     flops.add_argument("--model", nargs="+", type=model_name, help="registered model names, e.g. lookupvit_b16 vit_l16")
     flops.add_argument("--image-size", nargs="+", type=parse_image_size, help="e.g. 224 384 224x320")
@@ -610,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("--video", action="store_true", help="paper Table 4 instead: ViViT-B/16 and LookupViViT, in multiply-accumulates")
     flops.set_defaults(func=cmd_flops)
 
+
+def _add_bench_command(commands) -> None:
     bench = commands.add_parser("bench", help="images/s of LookupViT vs ViT in one process, with FLOPs ratio and MFU")
     bench.add_argument("--size", default="b16", help="variant suffix shared by vit_* and lookupvit_*, e.g. b16, s16")
     bench.add_argument("--image-size", nargs="+", type=positive_int, default=[224, 384])
@@ -630,12 +649,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto")
     bench.set_defaults(func=cmd_bench)
 
+
+def _add_export_command(commands) -> None:
     export = commands.add_parser("export", help="ONNX file of a trained model at one compressed grid, checked with onnxruntime")
     export.add_argument("model", help="a .safetensors model file written by lookupvit")
     export.add_argument("--grid", type=parse_grid, default=None, help="compressed grid baked into the graph (default: the model's)")
     export.add_argument("--out", default="model.onnx")
     export.set_defaults(func=cmd_export)
 
+
+def _add_convert_command(commands) -> None:
     convert = commands.add_parser(
         "convert", help="a timm / big_vision ViT, a transformers ViViT or a model of ours as a lookupvit model file, optionally warm-starting a LookupViT or inflating into video"
     )
@@ -656,6 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--normalization", choices=["inception", "imagenet"], help="how the source's images were normalised, when its files do not say")
     convert.set_defaults(func=cmd_convert)
 
+
+def _add_reproduce_command(commands) -> None:
     reproduce = commands.add_parser("reproduce", help="the paper's claims at small scale: baselines, ablations, multi-res, robustness, few-shot")
     add_suite_arguments(
         reproduce,
@@ -668,16 +693,22 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--report-only", action="store_true", help="write report.md from the experiments finished so far and run nothing")
     reproduce.set_defaults(func=cmd_reproduce)
 
+
+def _add_motion_command(commands) -> None:
     motion = commands.add_parser("motion", help="the video job: LookupViViT vs ViViT on mp4 clips of moving items, where one frame is not enough")
     add_suite_arguments(motion, "runs/motion")
     motion.add_argument("--seed", type=non_negative_int, default=0, help="seed of the videos (the runs use seed 0)")
     motion.add_argument("--download", action="store_true", help="download Fashion-MNIST (checksums verified) if it is not installed")
     motion.set_defaults(func=cmd_motion)
 
+
+def _add_warmstart_command(commands) -> None:
     warmstart = commands.add_parser("warmstart", help="a LookupViT started from a trained ViT vs from scratch, two seeds each, on Fashion-MNIST")
     add_suite_arguments(warmstart, "runs/warmstart")
     warmstart.set_defaults(func=cmd_warmstart)
 
+
+def _add_train_command(commands) -> None:
     train = commands.add_parser("train", help="train (or resume) a run; runs under torchrun for several processes")
     train.add_argument("--config", help="TOML file whose top-level keys are TrainConfig fields (see configs/)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. epochs=5 lr=2e-3 model_args.drop_path_rate=0.1")
@@ -685,12 +716,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=non_negative_int, help="torch CPU threads, overriding the config's `threads` (0: automatic, the cores this process may use shared among torchrun's local processes)")
     train.set_defaults(func=cmd_train)
 
+
+def _add_report_command(commands) -> None:
     report = commands.add_parser("report", help="evaluate a finished run at every grid and write report.md with plots")
     report.add_argument("run", help="run folder written by `lookupvit train`")
     report.add_argument("--device", default="auto")
     report.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     report.set_defaults(func=cmd_report)
 
+
+def _add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser("eval", help="top-1/top-5 of every head at every grid, with FLOPs")
     evaluate.add_argument("model", help="a .safetensors model file written by training")
     evaluate.add_argument(
@@ -728,6 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=non_negative_int, default=0, help=THREADS_HELP)
     evaluate.set_defaults(func=cmd_eval)
 
+
+def _add_predict_command(commands) -> None:
     predict = commands.add_parser("predict", help="top-k classes for one image")
     predict.add_argument("image")
     predict.add_argument("--model", required=True, help="a .safetensors model file written by training")
@@ -739,6 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=cmd_predict)
 
+
+def _add_attention_command(commands) -> None:
     attention = commands.add_parser("attention", help="draw per-layer l->p attention maps over images")
     attention.add_argument("image", nargs="+")
     attention.add_argument("--model", required=True, help="a .safetensors model file written by training")
@@ -747,15 +786,14 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--device", default="auto")
     attention.set_defaults(func=cmd_attention)
 
+
+def _add_shards_command(commands) -> None:
     shards = commands.add_parser("shards", help="write an ImageNet-style tree of images or videos as tar shards (WebDataset layout)")
     shards.add_argument("tree", help="root/train/<class>/<image> and root/val/<class>/<image>, or the same of videos (.mp4, ...)")
     shards.add_argument("out", help="a new or empty folder for train-*.tar, val-*.tar and classes.txt")
     shards.add_argument("--images-per-shard", type=positive_int, default=1000, help="samples per shard (videos too)")
     shards.add_argument("--seed", type=non_negative_int, default=0, help="seed of the order of the samples in the shards")
     shards.set_defaults(func=cmd_shards)
-
-    add_caption_commands(commands)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
