@@ -2,7 +2,7 @@
 
 import pytest
 
-from lookupvit.experiments.claims import claims, claims_section, verdict
+from lookupvit.experiments.claims import claims, claims_section, regimes_section, verdict
 
 REGIME = {"default_grid": 5, "ablation_grid": 5, "single_grids": [3, 5]}
 
@@ -121,4 +121,26 @@ def test_budget_check_says_whether_lookupvits_standing_holds_with_longer_trainin
     results["vit-12-epochs"] = image_result({None: 92.0}, experiment={"group": "budget-check", "model": "vit_nano2", "epochs": 12})
     results["lookupvit-12-epochs"] = image_result({5: 91.5}, experiment={"group": "budget-check", "model": "lookupvit_nano2", "epochs": 12})
     text = " ".join(budget_check(results, REGIME))
-    assert "+1.20 points after 6 epochs and -0.50 after 12 (ViT 92.00 %, LookupViT 91.50 %): the sign flips." in text
+    assert "+1.20 points after 6 epochs and -0.50 after 12 (ViT 92.00 %, LookupViT 91.50 %)." in text
+    # the seed spread is 1.0 (ViT 90.0 / 91.0): a gap that moves 1.7 points means the budget is too short
+    assert "The gap moved -1.70 points, beyond the seed spread of 1.00: 6 epochs are too short to settle it." in text
+    results["lookupvit-12-epochs"] = image_result({5: 92.5}, experiment={"group": "budget-check", "model": "lookupvit_nano2", "epochs": 12})
+    assert "The gap moved -0.70 points, within the seed spread of 1.00: 6 epochs are long enough" in " ".join(budget_check(results, REGIME))
+
+
+def test_two_token_regimes_line_up_claim_by_claim(results):
+    small_regime = {"default_grid": 3, "ablation_grid": 3, "single_grids": [3]}
+    small = {
+        "vit-seed0": image_result({None: 80.0}), "vit-seed1": image_result({None: 82.0}),
+        "lookupvit-seed0": image_result({3: 79.0}), "lookupvit-seed1": image_result({3: 80.0}),
+        "single-grid-3": image_result({3: 78.0}),
+    }
+    lines = regimes_section({"7x7": (small, small_regime), "14x14": (results, REGIME)})
+    rows = {line.split(" | ")[1]: line.split(" | ")[2:] for line in lines if line.startswith("| Table") or line.startswith("| Fig")}
+    # LookupViT 3x3 at 7x7 tokens (79.5 vs 81.0, spread 2.0) beside LookupViT 5x5 at 14x14 (91.35 vs 90.5, spread 1.0)
+    assert rows["LookupViT at the default grid is as accurate as ViT, or more"] == [
+        "-1.50 (noise 2.00): reproduced (within noise)", "+0.85 (noise 1.00): reproduced (within noise) |"]
+    # the multi-resolution model at 3x3 exists in both; TokenLearner only in the 14x14 results
+    assert rows["the multi-resolution model is as accurate at 3x3 as the model trained only there"][0] == "+1.50 (noise 2.00): reproduced (within noise)"
+    assert rows["LookupViT at the default grid is more accurate than TokenLearner 1/2"][0] == "-"
+    assert lines[0] == "## Claim by claim at both token regimes" and "| paper | claim | 7x7 | 14x14 |" in lines

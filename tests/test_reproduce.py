@@ -59,6 +59,24 @@ def test_report_only_reports_the_finished_experiments_and_names_the_others(quick
     assert "experiments have finished" not in (out / "report.md").read_text()
 
 
+def test_beside_sets_the_other_token_regimes_claims_next_to_these(quick_run, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    out, _ = quick_run
+    here = tmp_path / "here"
+    shutil.copytree(out, here, ignore=shutil.ignore_patterns("runs", "corrupted"))
+    paper_regime = Path(__file__).parents[1] / "docs" / "reproduction-paper"  # the committed 14x14 results
+    text = reproduce("quick", here, "cpu", report_only=True, beside=paper_regime).read_text()
+    assert "## Claim by claim at both token regimes" in text
+    assert "| paper | claim | 14x14 lookup tokens (nano2) | 7x7 lookup tokens (nano4) |" in text
+    assert "| Table 1 | LookupViT at the default grid is as accurate as ViT, or more |" in text
+    with pytest.raises(ValueError, match="same token regime"):
+        reproduce("quick", here, "cpu", report_only=True, beside=out)
+    with pytest.raises(FileNotFoundError, match="no results"):
+        reproduce("quick", here, "cpu", beside=tmp_path / "empty")
+
+
 def test_another_budget_in_the_same_folder_is_refused(quick_run):
     out, _ = quick_run
     with pytest.raises(ValueError, match="another budget"):

@@ -250,7 +250,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .experiments.reproduce import reproduce
 
     configure_threads(args.threads)
-    print(f"report: {reproduce(args.budget, args.out, args.device, threads=args.threads, report_only=args.report_only)}")
+    print(f"report: {reproduce(args.budget, args.out, args.device, threads=args.threads, report_only=args.report_only, beside=args.beside)}")
 
 
 def cmd_motion(args: argparse.Namespace) -> None:
@@ -691,6 +691,7 @@ def _add_reproduce_command(commands) -> None:
         "paper: the paper's 14x14 tokens and grids 3-10 (hours: run it again to continue); paper-quick: that pipeline in minutes",
     )
     reproduce.add_argument("--report-only", action="store_true", help="write report.md from the experiments finished so far and run nothing")
+    reproduce.add_argument("--beside", metavar="FOLDER", help="the --out folder of a run of the other token regime: its claims go beside this run's in report.md")
     reproduce.set_defaults(func=cmd_reproduce)
 
 

@@ -33,10 +33,15 @@ class Claim:
     effect: float  # points, positive in the paper's direction
     noise: float | None  # the seed spread of the same quantity, None with one seed
     parity: bool = False  # the paper claims "as good, or better", not "better"
+    across_regimes: str | None = None  # the claim without the regime's own grid, to line it up with another regime's
 
     @property
     def verdict(self) -> str:
         return verdict(self.effect, self.noise, self.parity)
+
+    @property
+    def key(self) -> str:
+        return self.across_regimes or self.claim
 
 
 def verdict(effect: float, noise: float | None, parity: bool = False) -> str:
@@ -111,10 +116,16 @@ def budget_check(results: dict[str, dict], regime: dict) -> list[str]:
     at_budget = top1(results["lookupvit-seed0"], grid) - top1(results["vit-seed0"], None)
     at_longer = top1(longer["lookupvit"], grid) - top1(longer["vit"], None)
     epochs, more = len(results["vit-seed0"]["epoch_top1"]), longer["vit"]["experiment"]["epochs"]
-    holds = "holds" if (at_budget > 0) == (at_longer > 0) else "flips"
+    noise, moved = seed_spread(results, regime), at_longer - at_budget
+    if noise is None:
+        judged = "no seed spread to judge it by"
+    elif abs(moved) <= noise:
+        judged = f"within the seed spread of {noise:.2f}: {epochs} epochs are long enough for this comparison"
+    else:
+        judged = f"beyond the seed spread of {noise:.2f}: {epochs} epochs are too short to settle it"
     return [f"Budget check (seed 0): LookupViT {grid}x{grid} − ViT is {at_budget:+.2f} points after {epochs} epochs and "
-            f"{at_longer:+.2f} after {more} (ViT {top1(longer['vit'], None):.2f} %, LookupViT {top1(longer['lookupvit'], grid):.2f} %): "
-            f"the sign {holds}.", ""]
+            f"{at_longer:+.2f} after {more} (ViT {top1(longer['vit'], None):.2f} %, LookupViT {top1(longer['lookupvit'], grid):.2f} %). "
+            f"The gap moved {moved:+.2f} points, {judged}.", ""]
 
 
 def claims(results: dict[str, dict], regime: dict) -> list[Claim]:
@@ -128,10 +139,12 @@ def claims(results: dict[str, dict], regime: dict) -> list[Claim]:
     vit_top1 = statistics.mean(top1(r, None) for r in vits)
     lookup_top1 = statistics.mean(top1(r, grid) for r in lookups)
     flops = eval_row(lookups[0], grid)["gflops"] / eval_row(vits[0], None)["gflops"]
-    found = [Claim("Table 1", f"LookupViT {grid}x{grid} is as accurate as ViT, or more, at {flops:.2f}x its FLOPs", lookup_top1 - vit_top1, accuracy_noise, parity=True)]
+    found = [Claim("Table 1", f"LookupViT {grid}x{grid} is as accurate as ViT, or more, at {flops:.2f}x its FLOPs", lookup_top1 - vit_top1, accuracy_noise,
+                   parity=True, across_regimes="LookupViT at the default grid is as accurate as ViT, or more")]
     for name, label in (("tokenlearner-half", "TokenLearner 1/2"), ("tokenlearner-3quarter", "TokenLearner 3/4"), ("perceiver", "Perceiver")):
         if name in results:
-            found.append(Claim("Table 1", f"LookupViT {grid}x{grid} is more accurate than {label}", lookup_top1 - top1(results[name], None), accuracy_noise))
+            found.append(Claim("Table 1", f"LookupViT {grid}x{grid} is more accurate than {label}", lookup_top1 - top1(results[name], None), accuracy_noise,
+                               across_regimes=f"LookupViT at the default grid is more accurate than {label}"))
     found += _ablation_claims(results, regime, accuracy_noise)
     found += _multires_claims(results, lookups, regime, accuracy_noise)
     found += _robustness_claims(vits, lookups)
@@ -144,7 +157,8 @@ def _ablation_claims(results, regime, noise) -> list[Claim]:
     full = results.get(f"single-grid-{grid}")
     if full is None:
         return []
-    return [Claim("Table 5", f"the {grid}x{grid} model is less accurate {label}", top1(full, grid) - top1(results[name], grid), noise)
+    return [Claim("Table 5", f"the {grid}x{grid} model is less accurate {label}", top1(full, grid) - top1(results[name], grid), noise,
+                  across_regimes=f"the ablation grid's model is less accurate {label}")
             for name, label in ABLATIONS.items() if name in results]  # fmt: skip
 
 
@@ -191,7 +205,8 @@ def _few_shot_claims(vits, lookups) -> list[Claim]:
         noise = _largest(spread(vit), spread(lookup))
         if noise is not None:  # one seed stays without a verdict
             noise = _largest(noise, _paired_draw_noise(vits, lookups, grid, shots))
-        found.append(Claim("Table 9", f"LookupViT {grid}x{grid} transfers better than ViT at {shots}-shot", effect, noise))
+        found.append(Claim("Table 9", f"LookupViT {grid}x{grid} transfers better than ViT at {shots}-shot", effect, noise,
+                           across_regimes=f"LookupViT at its largest probed grid transfers better than ViT at {shots}-shot"))
     return found
 
 
@@ -206,6 +221,32 @@ def _paired_draw_noise(vits, lookups, grid: str, shots: str) -> float | None:
     if len(differences) < 2:
         return None
     return 2 * statistics.stdev(differences) / len(differences) ** 0.5
+
+
+def regimes_section(regimes: dict[str, tuple[dict[str, dict], dict]]) -> list[str]:
+    """The claims of several token regimes side by side: {label: (results, regime)}.
+
+    A claim is lined up by its wording without the regime's own grid (the default grid is 3x3 at 7x7 lookup tokens
+    and 5x5 at 14x14); a claim one regime cannot test shows "-" there.
+    """
+    found = {label: {claim.key: claim for claim in claims(results, regime)} for label, (results, regime) in regimes.items()}
+    keys = list(dict.fromkeys(key for by_key in found.values() for key in by_key))
+    if not keys:
+        return []
+
+    def cell(claim: Claim | None) -> str:
+        if claim is None:
+            return "-"
+        noise = "-" if claim.noise is None else f"{claim.noise:.2f}"
+        return f"{claim.effect:+.2f} (noise {noise}): {claim.verdict}"
+
+    lines = ["## Claim by claim at both token regimes", "",
+             "Each cell: effect in points (noise in points): verdict, as in the table above.", "",
+             "| paper | claim | " + " | ".join(found) + " |", "|---|---|" + "---|" * len(found)]
+    for key in keys:
+        source = next(by_key[key].source for by_key in found.values() if key in by_key)
+        lines.append(f"| {source} | {key} | " + " | ".join(cell(by_key.get(key)) for by_key in found.values()) + " |")
+    return lines + [""]
 
 
 def claims_section(results: dict[str, dict], regime: dict) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.fashion_mnist import FASHION_MNIST_CLASSES
 from ..evaluation.robustness import DEVIATION_BINS, mean_accuracy_per_severity, mean_corruption_error
 from ..evaluation.visualize import _pyplot, save_figure
-from .claims import ABLATIONS, budget_check, claims_section, ranking_movement, seed_spread, spread
+from .claims import ABLATIONS, budget_check, claims_section, ranking_movement, regimes_section, seed_spread, spread
 from .results import eval_row, top1
 
 # The paper's numbers, for orientation only (ImageNet-1k, B/16, 224 px; GFLOPs = 2 x MACs).
@@ -68,11 +68,16 @@ def _seeded(results: dict[str, dict], prefix: str) -> list[dict]:
     return [r for name, r in results.items() if name.startswith(prefix + "-seed")]
 
 
-def write_reproduction_report(out: str | Path, planned: list[str] | None = None) -> Path:
-    """out/report.md from out/results/*.json; `planned`: the budget's experiment names, to list those not finished yet."""
+def write_reproduction_report(out: str | Path, planned: list[str] | None = None, beside: str | Path | None = None) -> Path:
+    """out/report.md from out/results/*.json.
+
+    `planned`: the budget's experiment names, to list those not finished yet. `beside`: the results folder of
+    another token regime, whose claims are set beside these.
+    """
     out = Path(out)
     results = _load(out)
     budget = json.loads((out / "budget.json").read_text())
+    others = regime_beside(beside, out) if beside else {}
     vits, lookups = _seeded(results, "vit"), _seeded(results, "lookupvit")
     if not vits or not lookups:
         raise FileNotFoundError(f"{out}/results has no ViT or LookupViT result yet; run `lookupvit reproduce` first")
@@ -97,6 +102,8 @@ def write_reproduction_report(out: str | Path, planned: list[str] | None = None)
     ]
     lines += _unfinished(results, planned or [])
     lines += claims_section(results, regime)
+    if others:
+        lines += regimes_section({**others, _regime_label(regime): (results, regime)})
     lines += _comparison_section(results, vits, lookups, out, regime)
     lines += _epochs_section(results, regime)
     lines += _ablation_section(results, regime)
@@ -106,6 +113,22 @@ def write_reproduction_report(out: str | Path, planned: list[str] | None = None)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _regime_label(regime: dict) -> str:
+    return f"{regime['lookup_side']}x{regime['lookup_side']} lookup tokens ({regime['size']})"
+
+
+def regime_beside(folder: str | Path, out: str | Path) -> dict[str, tuple[dict, dict]]:
+    """{label: (results, regime)} of the finished run in `folder`, refused unless it ran another token regime than `out`."""
+    folder, out = Path(folder), Path(out)
+    if not (folder / "budget.json").exists() or not _load(folder):
+        raise FileNotFoundError(f"{folder} holds no results of `lookupvit reproduce` (no budget.json or results/*.json); "
+                                "pass --beside the --out folder of a finished run")
+    regime = _regime(json.loads((folder / "budget.json").read_text()))
+    if regime == _regime(json.loads((out / "budget.json").read_text())):
+        raise ValueError(f"{folder} ran the same token regime as {out}; --beside takes a run of the other regime")
+    return {_regime_label(regime): (_load(folder), regime)}
 
 
 def _unfinished(results: dict[str, dict], planned: list[str]) -> list[str]:

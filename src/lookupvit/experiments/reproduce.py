@@ -225,15 +225,19 @@ def run_experiment(experiment: Experiment, budget: Budget, out: Path, device: to
     return result
 
 
-def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0, report_only: bool = False) -> Path:
+def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", threads: int = 0, report_only: bool = False,
+              beside: str | Path | None = None) -> Path:
     """Run (or finish) every experiment of the budget and write out/report.md; returns its path.
 
     `threads` is each training run's TrainConfig.threads (0: automatic). `report_only`: write the report from the
-    experiments finished so far and run nothing (a long budget's interim report).
+    experiments finished so far and run nothing (a long budget's interim report). `beside`: the --out folder of
+    a run of the other token regime, whose claims the report sets beside this one's.
     """
-    from .report import write_reproduction_report
+    from .report import regime_beside, write_reproduction_report
 
     budget, out, device = open_suite(BUDGETS, budget_name, out, device_name)
+    if beside:
+        regime_beside(beside, out)  # a wrong folder is refused now, not after hours of training
     suite = experiments(budget)
     planned = [experiment.name for experiment in suite]
     base = TrainConfig(classes=budget.train_classes, test_subset=budget.test_subset)
@@ -241,7 +245,7 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
     clean = test_set.subset(budget.robustness_images, seed=0)
     plot_corruption_grid(clean.images[0], out / "corruptions.png")
     if report_only:
-        return write_reproduction_report(out, planned)
+        return write_reproduction_report(out, planned, beside)
 
     transfer = transfer_sets(budget)  # before the corrupted sets: a missing package fails before minutes of work
     corrupted = corrupted_test_set(clean.images, out / "corrupted", seed=0)
@@ -254,4 +258,4 @@ def reproduce(budget_name: str, out: str | Path, device_name: str = "auto", thre
         device=device,
     )
 
-    return write_reproduction_report(out, planned)
+    return write_reproduction_report(out, planned, beside)
