@@ -4,7 +4,7 @@ import pytest
 
 from lookupvit.experiments.claims import claims, claims_section, regimes_section, verdict
 
-REGIME = {"default_grid": 5, "ablation_grid": 5, "single_grids": [3, 5]}
+REGIME = {"default_grid": 5, "ablation_grid": 5, "single_grids": [3, 5], "lookup_side": 14}
 
 
 def image_result(top1_by_grid: dict, head: str = "average", **extra) -> dict:
@@ -129,13 +129,13 @@ def test_budget_check_says_whether_lookupvits_standing_holds_with_longer_trainin
 
 
 def test_two_token_regimes_line_up_claim_by_claim(results):
-    small_regime = {"default_grid": 3, "ablation_grid": 3, "single_grids": [3]}
+    small_regime = {"default_grid": 3, "ablation_grid": 3, "single_grids": [3], "lookup_side": 7}
     small = {
         "vit-seed0": image_result({None: 80.0}), "vit-seed1": image_result({None: 82.0}),
         "lookupvit-seed0": image_result({3: 79.0}), "lookupvit-seed1": image_result({3: 80.0}),
         "single-grid-3": image_result({3: 78.0}),
     }
-    lines = regimes_section({"7x7": (small, small_regime), "14x14": (results, REGIME)})
+    lines = regimes_section({"14x14": (results, REGIME), "7x7": (small, small_regime)})  # listed by lookup tokens
     rows = {line.split(" | ")[1]: line.split(" | ")[2:] for line in lines if line.startswith("| Table") or line.startswith("| Fig")}
     # LookupViT 3x3 at 7x7 tokens (79.5 vs 81.0, spread 2.0) beside LookupViT 5x5 at 14x14 (91.35 vs 90.5, spread 1.0)
     assert rows["LookupViT at the default grid is as accurate as ViT, or more"] == [
@@ -144,3 +144,5 @@ def test_two_token_regimes_line_up_claim_by_claim(results):
     assert rows["the multi-resolution model is as accurate at 3x3 as the model trained only there"][0] == "+1.50 (noise 2.00): reproduced (within noise)"
     assert rows["LookupViT at the default grid is more accurate than TokenLearner 1/2"][0] == "-"
     assert lines[0] == "## Claim by claim at both token regimes" and "| paper | claim | 7x7 | 14x14 |" in lines
+    sources = [line.split(" | ")[0].removeprefix("| ") for line in lines if line.startswith(("| Table", "| Fig"))]
+    assert sources == sorted(sources, key=["Table 1", "Table 5", "Fig. 5b", "Tables 2/6", "Fig. 4", "Table 9"].index)

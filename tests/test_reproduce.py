@@ -69,7 +69,7 @@ def test_beside_sets_the_other_token_regimes_claims_next_to_these(quick_run, tmp
     paper_regime = Path(__file__).parents[1] / "docs" / "reproduction-paper"  # the committed 14x14 results
     text = reproduce("quick", here, "cpu", report_only=True, beside=paper_regime).read_text()
     assert "## Claim by claim at both token regimes" in text
-    assert "| paper | claim | 14x14 lookup tokens (nano2) | 7x7 lookup tokens (nano4) |" in text
+    assert "| paper | claim | 7x7 lookup tokens (nano4) | 14x14 lookup tokens (nano2) |" in text
     assert "| Table 1 | LookupViT at the default grid is as accurate as ViT, or more |" in text
     with pytest.raises(ValueError, match="same token regime"):
         reproduce("quick", here, "cpu", report_only=True, beside=out)

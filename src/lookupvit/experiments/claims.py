@@ -26,6 +26,9 @@ ABLATIONS = {
 }
 
 
+SOURCES = ("Table 1", "Table 5", "Fig. 5b", "Tables 2/6", "Fig. 4", "Table 9")  # the order claims are listed in
+
+
 @dataclass(frozen=True)
 class Claim:
     source: str  # the paper's table or figure
@@ -229,10 +232,12 @@ def regimes_section(regimes: dict[str, tuple[dict[str, dict], dict]]) -> list[st
     A claim is lined up by its wording without the regime's own grid (the default grid is 3x3 at 7x7 lookup tokens
     and 5x5 at 14x14); a claim one regime cannot test shows "-" there.
     """
-    found = {label: {claim.key: claim for claim in claims(results, regime)} for label, (results, regime) in regimes.items()}
-    keys = list(dict.fromkeys(key for by_key in found.values() for key in by_key))
-    if not keys:
+    ordered = sorted(regimes.items(), key=lambda item: item[1][1]["lookup_side"])  # fewest lookup tokens first
+    found = {label: {claim.key: claim for claim in claims(results, regime)} for label, (results, regime) in ordered}
+    every = [claim for by_key in found.values() for claim in by_key.values()]
+    if not every:
         return []
+    keys = sorted(dict.fromkeys(claim.key for claim in every), key=lambda key: SOURCES.index(next(c.source for c in every if c.key == key)))
 
     def cell(claim: Claim | None) -> str:
         if claim is None:
@@ -244,7 +249,7 @@ def regimes_section(regimes: dict[str, tuple[dict[str, dict], dict]]) -> list[st
              "Each cell: effect in points (noise in points): verdict, as in the table above.", "",
              "| paper | claim | " + " | ".join(found) + " |", "|---|---|" + "---|" * len(found)]
     for key in keys:
-        source = next(by_key[key].source for by_key in found.values() if key in by_key)
+        source = next(claim.source for claim in every if claim.key == key)
         lines.append(f"| {source} | {key} | " + " | ".join(cell(by_key.get(key)) for by_key in found.values()) + " |")
     return lines + [""]
 
