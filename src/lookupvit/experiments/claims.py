@@ -226,6 +226,10 @@ def _paired_draw_noise(vits, lookups, grid: str, shots: str) -> float | None:
     return 2 * statistics.stdev(differences) / len(differences) ** 0.5
 
 
+def _noise_text(claim: Claim) -> str:
+    return "-" if claim.noise is None else f"{claim.noise:.2f}"
+
+
 def regimes_section(regimes: dict[str, tuple[dict[str, dict], dict]]) -> list[str]:
     """The claims of several token regimes side by side: {label: (results, regime)}.
 
@@ -234,23 +238,19 @@ def regimes_section(regimes: dict[str, tuple[dict[str, dict], dict]]) -> list[st
     """
     ordered = sorted(regimes.items(), key=lambda item: item[1][1]["lookup_side"])  # fewest lookup tokens first
     found = {label: {claim.key: claim for claim in claims(results, regime)} for label, (results, regime) in ordered}
-    every = [claim for by_key in found.values() for claim in by_key.values()]
-    if not every:
+    source_of = {claim.key: claim.source for by_key in found.values() for claim in by_key.values()}
+    if not source_of:
         return []
-    keys = sorted(dict.fromkeys(claim.key for claim in every), key=lambda key: SOURCES.index(next(c.source for c in every if c.key == key)))
+    keys = sorted(source_of, key=lambda key: SOURCES.index(source_of[key]))  # stable: each source keeps its claims' order
 
     def cell(claim: Claim | None) -> str:
-        if claim is None:
-            return "-"
-        noise = "-" if claim.noise is None else f"{claim.noise:.2f}"
-        return f"{claim.effect:+.2f} (noise {noise}): {claim.verdict}"
+        return "-" if claim is None else f"{claim.effect:+.2f} (noise {_noise_text(claim)}): {claim.verdict}"
 
     lines = ["## Claim by claim at both token regimes", "",
              "Each cell: effect in points (noise in points): verdict, as in the table above.", "",
              "| paper | claim | " + " | ".join(found) + " |", "|---|---|" + "---|" * len(found)]
     for key in keys:
-        source = next(claim.source for claim in every if claim.key == key)
-        lines.append(f"| {source} | {key} | " + " | ".join(cell(by_key.get(key)) for by_key in found.values()) + " |")
+        lines.append(f"| {source_of[key]} | {key} | " + " | ".join(cell(by_key.get(key)) for by_key in found.values()) + " |")
     return lines + [""]
 
 
@@ -266,6 +266,5 @@ def claims_section(results: dict[str, dict], regime: dict) -> list[str]:
              "effect < −noise; otherwise within noise.", "",
              "| paper | claim | effect (points) | noise (points) | verdict |", "|---|---|---|---|---|"]
     for claim in found:
-        noise = "-" if claim.noise is None else f"{claim.noise:.2f}"
-        lines.append(f"| {claim.source} | {claim.claim} | {claim.effect:+.2f} | {noise} | {claim.verdict} |")
+        lines.append(f"| {claim.source} | {claim.claim} | {claim.effect:+.2f} | {_noise_text(claim)} | {claim.verdict} |")
     return lines + [""]
