@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             model = pack_for_inference(base.to(device=device, dtype=dtype))  # the images stay float32: the patch embedding casts them
             for grid in args.grids:
                 times = time_orders(model, images, grid, device, args.reps)
-                rule = reassociation_is_cheaper(grid * grid, num_lookup, base.config.embed_dim, base.config.num_heads, dtype)
+                rule = reassociation_is_cheaper(grid * grid, num_lookup, base.config.embed_dim, base.config.num_heads, dtype, device.type)
                 print(
                     f"| {size} | {str(dtype).removeprefix('torch.')} | {grid}x{grid} | {1000 * times['paper']:.1f} | "
                     f"{1000 * times['reassociated']:.1f} | {times['paper'] / times['reassociated']:.2f}x | {'reassociated' if rule else 'paper'} |",

@@ -18,7 +18,7 @@ import collections
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lookupvit.layers import pack_for_inference
+from lookupvit.layers import BidirectionalCrossAttention, pack_for_inference
 from lookupvit.models.registry import create_model
 from lookupvit.runtime import configure_threads, device_name
 
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--shapes", action="store_true", help="one row per op and input shapes")
     parser.add_argument("--unpacked", action="store_true", help="skip pack_for_inference: every call re-lays out the weights, as before it existed")
+    parser.add_argument("--order", choices=["rule", "paper", "reassociated"], default="rule", help="MHBC evaluation order: the rule's choice per call, or one forced")
     args = parser.parse_args()
     configure_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -75,10 +76,14 @@ def main() -> None:
     lookup = create_model(f"lookupvit_{args.size}", img_size=args.image_size).eval().to(dtype)
     if not args.unpacked:
         pack_for_inference(vit), pack_for_inference(lookup)
+    if args.order != "rule":
+        for module in lookup.modules():
+            if isinstance(module, BidirectionalCrossAttention):
+                module.reassociate = args.order == "reassociated"
     images = torch.randn(args.batch, vit.config.in_chans, args.image_size, args.image_size)
     packing = "unpacked" if args.unpacked else "packed (pack_for_inference)"
     print(f"cpu ({device_name(torch.device('cpu'))}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{args.dtype}, batch {args.batch}, {args.image_size} px, weights {packing}")
+          f"{args.dtype}, batch {args.batch}, {args.image_size} px, weights {packing}, MHBC order: {args.order}")
     vit_ms = summary(f"ViT-{args.size}", *op_times(vit, images, {}, args.calls, args.shapes), args.calls, args.top)
     lookup_ms = summary(f"LookupViT-{args.size} {args.grid}x{args.grid}", *op_times(lookup, images, {"grid": args.grid}, args.calls, args.shapes), args.calls, args.top)
     print(f"\nprofiled time ratio ViT / LookupViT: {vit_ms / lookup_ms:.2f}x (profiling adds overhead per op: benchmarks/precision.py times without it)")

@@ -173,9 +173,11 @@ def test_both_evaluation_orders_give_the_same_gradients():
         torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
 
 
-def test_the_cheaper_order_is_picked_per_call():
+def test_the_cheaper_order_is_picked_per_call(monkeypatch):
+    from lookupvit import layers
     from lookupvit.layers import BidirectionalCrossAttention
 
+    monkeypatch.setattr(layers, "_CPU_HAS_AMX", False)  # the AMD EPYC margins, on any host
     mhbc = BidirectionalCrossAttention(768, 12)  # B/16: N = 196 lookup tokens at 224 px, 576 at 384 px
     bf16 = torch.bfloat16
     # fp32: below 0.35 of the paper order's lookup-side MACs, i.e. up to 4x4 at 224 px and 384 px
@@ -184,5 +186,10 @@ def test_the_cheaper_order_is_picked_per_call():
     # 16-bit: below 0.8, i.e. up to 6x6 at 224 px and 7x7 at 384 px
     assert mhbc._reassociated(25, 196, 768, bf16) and mhbc._reassociated(36, 196, 768, bf16) and mhbc._reassociated(49, 576, 768, bf16)
     assert not mhbc._reassociated(49, 196, 768, bf16) and not mhbc._reassociated(100, 576, 768, bf16)
+    # On a CPU with AMX fp32 takes the 16-bit margin; other devices keep the AMD one.
+    monkeypatch.setattr(layers, "_CPU_HAS_AMX", True)
+    assert mhbc._reassociated(25, 196, 768) and mhbc._reassociated(36, 196, 768) and mhbc._reassociated(49, 576, 768)
+    assert not mhbc._reassociated(49, 196, 768)
+    assert not mhbc._reassociated(25, 196, 768, torch.float32, "cuda") and mhbc._reassociated(25, 196, 768, bf16, "cuda")
     mhbc.reassociate = False
     assert not mhbc._reassociated(9, 196, 768)  # a forced order wins over the rule

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lookupvit import analytic_flops, measured_flops, model_config
+from lookupvit import analytic_flops, layers, measured_flops, model_config
 
 # Paper Table 1, GFLOPs at 224 px (FLOPs = 2 x MACs)
 TABLE_1 = {
@@ -47,7 +47,8 @@ def test_flops_at_other_sizes_and_grids_stay_consistent():
 
 
 @pytest.mark.parametrize("reassociated", [True, None], ids=["reassociated", "as-executed"])
-def test_flops_of_the_reassociated_mhbc_order_are_counted_exactly(reassociated):
+def test_flops_of_the_reassociated_mhbc_order_are_counted_exactly(reassociated, monkeypatch):
+    monkeypatch.setattr(layers, "_CPU_HAS_AMX", False)  # the AMD EPYC margins, on any host
     config = model_config("lookupvit_b16")
     for grid in (3, 5, 7, 10):
         assert analytic_flops(config, grid=grid, reassociated=reassociated) == measured_flops(config, grid=grid, reassociated=reassociated)
@@ -59,13 +60,23 @@ def test_flops_of_the_reassociated_mhbc_order_are_counted_exactly(reassociated):
         assert analytic_flops(config, grid=grid, reassociated=None, dtype=torch.bfloat16) == analytic_flops(config, grid=grid)
 
 
-def test_a_bfloat16_model_runs_the_order_the_count_expects():
+def test_a_bfloat16_model_runs_the_order_the_count_expects(monkeypatch):
     """The order is chosen from the dtype the products run in; FlopCounterMode sees which one ran."""
+    monkeypatch.setattr(layers, "_CPU_HAS_AMX", False)  # the AMD EPYC margins, on any host
     config = model_config("lookupvit_b16")
     for grid in (3, 5, 6, 7):
         executed = measured_flops(config, grid=grid, reassociated=None, dtype=torch.bfloat16)
         assert executed == analytic_flops(config, grid=grid, reassociated=None, dtype=torch.bfloat16)
     assert measured_flops(config, grid=5, reassociated=None, dtype=torch.bfloat16) < measured_flops(config, grid=5, reassociated=None)
+
+
+def test_on_a_cpu_with_amx_fp32_runs_and_counts_the_reassociated_order_up_to_6x6(monkeypatch):
+    monkeypatch.setattr(layers, "_CPU_HAS_AMX", True)
+    config = model_config("lookupvit_b16")
+    for grid in (5, 6, 7):
+        assert measured_flops(config, grid=grid, reassociated=None) == analytic_flops(config, grid=grid, reassociated=None)
+    assert analytic_flops(config, grid=6, reassociated=None) == analytic_flops(config, grid=6, reassociated=True)
+    assert analytic_flops(config, grid=7, reassociated=None) == analytic_flops(config, grid=7, reassociated=False)
 
 
 @pytest.mark.parametrize(

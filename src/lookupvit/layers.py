@@ -260,18 +260,37 @@ class SelfAttention(nn.Module):
         return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=causal)))
 
 
-def reassociation_is_cheaper(num_compressed: int, num_lookup: int, dim: int, num_heads: int, dtype: torch.dtype = torch.float32) -> bool:
-    """Whether MHBC's reassociated order is clearly cheaper than the paper's for products in `dtype`.
+# Intel Xeons with AMX tiles (Sapphire Rapids and later) move the fp32 break-even of MHBC's two orders; see
+# reassociation_margin.
+_CPU_HAS_AMX = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def reassociation_margin(dtype: torch.dtype, device_type: str = "cpu") -> float:
+    """The fraction of the paper order's lookup-side MACs below which MHBC's reassociated order is faster.
+
+    Measured with `python benchmarks/mhbc_order.py`: 0.8 for 16-bit products; 0.35 for fp32 on AMD EPYC
+    (docs/mhbc-order-2026-12-02.md), and 0.8 for fp32 on an Intel Xeon with AMX too, where the reassociated order
+    was 1.2-1.45x faster at B/16 5x5 (docs/matrix-engines-2026-12-02.md). Other devices get the AMD values.
+    """
+    # "meta" is where measured_flops counts what this host's CPU would execute.
+    if dtype not in (torch.float32, torch.float64) or (device_type in ("cpu", "meta") and _CPU_HAS_AMX):
+        return 0.8
+    return 0.35
+
+
+def reassociation_is_cheaper(
+    num_compressed: int, num_lookup: int, dim: int, num_heads: int, dtype: torch.dtype = torch.float32, device_type: str = "cpu"
+) -> bool:
+    """Whether MHBC's reassociated order is clearly cheaper than the paper's for products in `dtype` on `device_type`.
 
     Per direction the paper's order costs N D^2 + M N D on the lookup side, the reassociated one
     M D^2 + h M N D: fewer multiply-accumulates while M (D + (h - 1) N) < N D. But the reassociated
     order spends them in many small per-head products (inner size d) and writes h M x D intermediates,
     which run at a lower rate than the paper order's large Linear GEMMs; more so in fp32, where the
-    intermediates are twice the bytes. So it is taken only below a fraction of the paper order's MACs:
-    0.35 in fp32, 0.8 in 16-bit (`python benchmarks/mhbc_order.py` measures both orders on a host; see
-    docs/mhbc-order-2026-12-02.md). For B/16 at 224 px that is up to 4x4 in fp32 and 6x6 in bf16.
+    intermediates are twice the bytes. So it is taken only below a fraction of the paper order's MACs,
+    `reassociation_margin`: for B/16 at 224 px that is up to 4x4 in fp32 (6x6 on a CPU with AMX) and 6x6 in bf16.
     """
-    margin = 0.35 if dtype in (torch.float32, torch.float64) else 0.8
+    margin = reassociation_margin(dtype, device_type)
     return num_compressed * (dim + (num_heads - 1) * num_lookup) < margin * num_lookup * dim
 
 
@@ -308,10 +327,10 @@ class BidirectionalCrossAttention(nn.Module):
             self.infuse_value = Linear(dim, dim, bias=qkv_bias)
             self.infuse_proj = Linear(dim, dim)
 
-    def _reassociated(self, num_compressed: int, num_lookup: int, dim: int, dtype: torch.dtype = torch.float32) -> bool:
+    def _reassociated(self, num_compressed: int, num_lookup: int, dim: int, dtype: torch.dtype = torch.float32, device_type: str = "cpu") -> bool:
         if self.reassociate is not None:
             return self.reassociate
-        return reassociation_is_cheaper(num_compressed, num_lookup, dim, self.num_heads, dtype)
+        return reassociation_is_cheaper(num_compressed, num_lookup, dim, self.num_heads, dtype, device_type)
 
     def gather(self, compressed: Tensor, lookup: Tensor) -> tuple[Tensor, Tensor]:
         """Update for the compressed tokens and the attention A, shape (B, h, M, N)."""
@@ -320,7 +339,7 @@ class BidirectionalCrossAttention(nn.Module):
         num_lookup = lookup.shape[1]
         heads, head_dim = self.num_heads, dim // self.num_heads
         q = self.query(compressed) * self.scale  # its dtype is the products' (bf16 under autocast)
-        if not self._reassociated(num_compressed, num_lookup, dim, q.dtype):
+        if not self._reassociated(num_compressed, num_lookup, dim, q.dtype, q.device.type):
             kv = self.key_value(lookup).view(batch, num_lookup, 2, heads, head_dim)
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
             attention = torch.softmax(_split_heads(q, heads) @ k.transpose(-2, -1), dim=-1)
@@ -343,7 +362,7 @@ class BidirectionalCrossAttention(nn.Module):
         batch, num_compressed, dim = compressed.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         v = self.infuse_value(compressed)
-        if not self._reassociated(num_compressed, attention.shape[-1], dim, v.dtype):
+        if not self._reassociated(num_compressed, attention.shape[-1], dim, v.dtype, v.device.type):
             return self.infuse_proj(_merge_heads(attention.transpose(-2, -1) @ _split_heads(v, heads)))
         # Each head's values through its slice of the output projection, (B, h M, D), then one
         # product with A^T sums the heads: no (B, h, N, d) tensor and no head merge on N tokens.
